@@ -1,0 +1,22 @@
+"""keras.applications-style constructors and the model registry."""
+
+from keras_vit.applications.hybrid import (
+    HybridVisionTransformer,
+    ViTR26S32,
+    ViTR50B16,
+    ViTR50L32,
+)
+from keras_vit.applications.registry import create_model, get_constructor, list_models, register_model
+from keras_vit.applications.vit import (
+    ViTBase8,
+    ViTBase16,
+    ViTBase32,
+    ViTHuge14,
+    ViTLarge16,
+    ViTLarge32,
+    ViTPico8,
+    ViTSmall16,
+    ViTSmall32,
+    ViTTiny16,
+    VisionTransformer,
+)

@@ -1,0 +1,40 @@
+"""Checkpoint readers: transformers directories, timm state dicts, Keras weights.
+
+Everything reads local files; nothing is downloaded. Pickles are never loaded.
+"""
+
+import os
+
+from keras_vit.convert.timm import load_timm_checkpoint
+from keras_vit.convert.transformers import load_transformers_checkpoint
+
+
+def load_weights(model, path):
+    """Loads a local checkpoint into a keras-vit model built with the same architecture.
+
+    `path` may be a transformers `save_pretrained` directory, a timm
+    `.safetensors` state dict, or a Keras `.weights.h5` file. The model's
+    head is filled only if it has one (a headless model skips the checkpoint's head).
+    """
+    from keras_vit.convert import timm, transformers
+
+    path = os.fspath(path)
+    include_top = any(layer.name == "head" for layer in model.layers)
+    if os.path.isdir(path):
+        transformers.load_into(model, path, include_top=include_top)
+    elif path.endswith(".safetensors"):
+        timm.load_into(model, path, include_top=include_top)
+    elif path.endswith(".weights.h5"):
+        if not os.path.isfile(path):
+            raise ValueError(f"Weights file {path!r} does not exist.")
+        model.load_weights(path)
+    elif not os.path.exists(path):
+        raise ValueError(f"weights={path!r}: no such file or directory. Pass None or a local checkpoint path.")
+    else:
+        raise ValueError(
+            f"weights={path!r} is not a supported checkpoint: expected a transformers save_pretrained "
+            "directory, a timm .safetensors file or a Keras .weights.h5 file."
+        )
+
+
+__all__ = ["load_timm_checkpoint", "load_transformers_checkpoint", "load_weights"]

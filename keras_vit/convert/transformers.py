@@ -1,0 +1,134 @@
+"""Reads checkpoints written by `transformers`' `save_pretrained`."""
+
+import json
+import os
+import re
+
+from keras_vit.convert.vit_mapping import ViTNames, map_vit
+from keras_vit.convert.weight_map import WeightMap, read_safetensors
+
+# transformers >= 5 layout; older checkpoints are renamed to it by `_modernize`.
+_VIT_NAMES = ViTNames(
+    class_token="vit.embeddings.cls_token",
+    position_embedding="vit.embeddings.position_embeddings",
+    patch_projection="vit.embeddings.patch_embeddings.projection",
+    norm1="vit.layers.{i}.layernorm_before",
+    norm2="vit.layers.{i}.layernorm_after",
+    qkv=("vit.layers.{i}.attention.q_proj", "vit.layers.{i}.attention.k_proj", "vit.layers.{i}.attention.v_proj"),
+    attention_output="vit.layers.{i}.attention.o_proj",
+    fc1="vit.layers.{i}.mlp.fc1",
+    fc2="vit.layers.{i}.mlp.fc2",
+    final_norm="vit.layernorm",
+    head="classifier",
+    pre_logits="vit.pooler.dense",
+)
+
+_LEGACY_RENAMES = (
+    (r"\.encoder\.layer\.(\d+)\.attention\.attention\.query\.", r".layers.\1.attention.q_proj."),
+    (r"\.encoder\.layer\.(\d+)\.attention\.attention\.key\.", r".layers.\1.attention.k_proj."),
+    (r"\.encoder\.layer\.(\d+)\.attention\.attention\.value\.", r".layers.\1.attention.v_proj."),
+    (r"\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r".layers.\1.attention.o_proj."),
+    (r"\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r".layers.\1.mlp.fc1."),
+    (r"\.encoder\.layer\.(\d+)\.output\.dense\.", r".layers.\1.mlp.fc2."),
+    (r"\.encoder\.layer\.(\d+)\.", r".layers.\1."),
+)
+
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+
+
+def read_transformers_directory(path):
+    """`(config dict, tensors dict)` of a `save_pretrained` directory."""
+    if not os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a directory written by transformers' save_pretrained.")
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"{path!r} has no config.json; is it a transformers save_pretrained directory?")
+    with open(config_path) as file:
+        config = json.load(file)
+    shards = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
+    if not shards:
+        raise ValueError(
+            f"{path!r} has no .safetensors file. keras-vit never unpickles .bin files: "
+            "re-save the model with save_pretrained(..., safe_serialization=True)."
+        )
+    tensors = {}
+    for shard in shards:
+        tensors.update(read_safetensors(os.path.join(path, shard)))
+    return config, _modernize(tensors)
+
+
+def _modernize(tensors):
+    """Prefixes bare ViTModel keys with `vit.` and renames pre-v5 layouts."""
+    renamed = {}
+    for key, value in tensors.items():
+        if key.startswith(("embeddings.", "encoder.", "layers.", "layernorm.", "pooler.")):
+            key = "vit." + key
+        for pattern, replacement in _LEGACY_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+def vit_kwargs_from_config(config, tensors):
+    """keras-vit `VisionTransformer` arguments equivalent to a transformers ViT config."""
+    activation = config.get("hidden_act", "gelu")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"Unsupported ViT hidden_act {activation!r}; supported: {sorted(_ACTIVATIONS)}.")
+    image_size = config.get("image_size", 224)
+    num_classes = tensors["classifier.weight"].shape[0] if "classifier.weight" in tensors else None
+    return dict(
+        patch_size=config.get("patch_size", 16),
+        hidden_dim=config["hidden_size"],
+        depth=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        mlp_dim=config["intermediate_size"],
+        layer_norm_epsilon=config.get("layer_norm_eps", 1e-12),
+        activation=_ACTIVATIONS[activation],
+        qkv_bias=config.get("qkv_bias", True),
+        input_shape=(image_size, image_size, config.get("num_channels", 3)),
+        include_top=num_classes is not None,
+        classes=num_classes or 1000,
+        representation_size=config["hidden_size"] if "vit.pooler.dense.weight" in tensors else None,
+        classifier_activation=None,
+    )
+
+
+def load_transformers_checkpoint(path, **kwargs):
+    """Builds the keras-vit model of a transformers checkpoint and loads every weight.
+
+    Args:
+        path: a directory written by `save_pretrained` (config.json + *.safetensors).
+        **kwargs: overrides of the architecture read from config.json, e.g.
+            `input_shape=(384, 384, 3)` (position embeddings are interpolated),
+            `include_top=False`, `classifier_activation="softmax"`,
+            `include_preprocessing=True` (default False: inputs normalized as the
+            checkpoint's image processor does), `dropout_rate`, `drop_path_rate`.
+
+    Returns a `keras.Model` whose outputs equal the transformers model's
+    (logits by default). Raises ValueError on any missing, unused or
+    mis-shaped tensor.
+    """
+    from keras_vit.applications.vit import VisionTransformer
+
+    config, tensors = read_transformers_directory(path)
+    model_type = config.get("model_type")
+    if model_type != "vit":
+        raise ValueError(
+            f"{path!r} holds a {model_type!r} model; load_transformers_checkpoint supports: 'vit'."
+        )
+    options = vit_kwargs_from_config(config, tensors)
+    options["include_preprocessing"] = False
+    options.update(kwargs)
+    options.setdefault("name", "vit")
+    model = VisionTransformer(**options)
+    load_into(model, path, include_top=options["include_top"], tensors=tensors)
+    return model
+
+
+def load_into(model, path, include_top=True, tensors=None):
+    """Loads a transformers ViT directory into an existing keras-vit ViT."""
+    if tensors is None:
+        _, tensors = read_transformers_directory(path)
+    weight_map = WeightMap(model, tensors, checkpoint_name=path)
+    map_vit(weight_map, _VIT_NAMES, include_top)
+    weight_map.assign()

@@ -1,0 +1,104 @@
+"""Strict assignment of foreign tensors to a Keras model's variables."""
+
+import os
+
+import numpy as np
+
+
+def read_safetensors(path):
+    """Reads a `.safetensors` file into a dict of NumPy arrays (never unpickles)."""
+    from safetensors.numpy import load_file
+
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file {path!r} does not exist.")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own error types
+        if "bfloat16" in str(error) or "bf16" in str(error):
+            return _read_safetensors_via_torch(path)
+        raise ValueError(f"Cannot read {path!r} as safetensors: {error}") from error
+
+
+def _read_safetensors_via_torch(path):
+    from safetensors.torch import load_file
+
+    return {key: value.float().numpy() for key, value in load_file(path).items()}
+
+
+class WeightMap:
+    """Collects `target variable path -> array` and assigns them all-or-nothing.
+
+    Every variable of the model must receive exactly one array and every source
+    tensor must be consumed (unless explicitly ignored); otherwise nothing is
+    assigned and a ValueError lists what is missing, unused or mis-shaped.
+    """
+
+    def __init__(self, model, source, checkpoint_name):
+        self.model = model
+        self.source = dict(source)
+        self.checkpoint_name = checkpoint_name
+        self.variables = {variable.path: variable for variable in model.weights}
+        self.targets = {}
+        self.used = set()
+        self.ignored = set()
+
+    def take(self, key):
+        """The source tensor `key`, marked as used."""
+        if key not in self.source:
+            raise ValueError(
+                f"{self.checkpoint_name}: tensor {key!r} is missing, so it does not fit this "
+                f"architecture ({self.model.name}). Check that the checkpoint and the model match."
+            )
+        self.used.add(key)
+        return np.asarray(self.source[key])
+
+    def has(self, key):
+        return key in self.source
+
+    def ignore(self, predicate):
+        """Marks source keys for which `predicate(key)` is true as deliberately unused."""
+        self.ignored.update(key for key in self.source if predicate(key))
+
+    def set(self, path, array):
+        if path not in self.variables:
+            raise ValueError(f"{self.model.name} has no variable {path!r} (mapping bug or wrong architecture).")
+        self.targets[path] = np.asarray(array)
+
+    def assign(self):
+        """Checks coverage and shapes, then assigns every variable."""
+        problems = []
+        missing = sorted(set(self.variables) - set(self.targets))
+        if missing:
+            problems.append(f"model variables with no tensor in the checkpoint: {_short(missing)}")
+        unused = sorted(set(self.source) - self.used - self.ignored)
+        if unused:
+            problems.append(f"checkpoint tensors this model does not use: {_short(unused)}")
+        for path, array in sorted(self.targets.items()):
+            expected = tuple(self.variables[path].shape)
+            if tuple(array.shape) != expected:
+                problems.append(f"{path}: checkpoint shape {tuple(array.shape)} != model shape {expected}")
+        if problems:
+            raise ValueError(
+                f"Checkpoint {self.checkpoint_name} does not match model {self.model.name!r}:\n  - "
+                + "\n  - ".join(problems)
+                + "\nBuild the model with the checkpoint's architecture (the loaders read it from the "
+                "checkpoint), or pass include_top=False to drop a head of another size."
+            )
+        for path, array in self.targets.items():
+            variable = self.variables[path]
+            variable.assign(array.astype(variable.dtype))
+
+
+def _short(names, limit=8):
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def dense_kernel(weight):
+    """PyTorch Linear weight `(out, in)` -> Keras Dense kernel `(in, out)`."""
+    return np.transpose(weight)
+
+
+def conv_kernel(weight):
+    """PyTorch Conv2d weight `(out, in, kh, kw)` -> Keras kernel `(kh, kw, in, out)`."""
+    return np.transpose(weight, (2, 3, 1, 0))

@@ -1,0 +1,148 @@
+"""Multi-head self-attention with a fused qkv projection."""
+
+import keras
+from keras import ops
+
+# Added to the logits of masked-out positions. Large enough to zero the
+# softmax weight in float16 as well as float32, small enough not to overflow.
+_MASK_VALUE = -1e4
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product self-attention (Vaswani et al., 2017).
+
+    One dense layer computes queries, keys and values together; the product
+    runs through `keras.ops.dot_product_attention`, so each backend may use its
+    fused kernel. The slower explicit path is taken only when attention
+    weights are requested or attention dropout is active.
+
+    Args:
+        num_heads: number of attention heads; must divide the input width.
+        qkv_bias: whether the qkv projection has a bias.
+        attention_dropout_rate: dropout on the attention weights (training).
+        projection_dropout_rate: dropout after the output projection.
+        kernel_initializer: initializer of both projections' kernels.
+
+    Call arguments:
+        inputs: `(batch, tokens, channels)`.
+        attention_bias: optional additive bias broadcastable to
+            `(batch, heads, tokens, tokens)` (e.g. Swin's relative position bias).
+        attention_mask: optional boolean mask broadcastable to
+            `(batch, heads, tokens, tokens)`; `True` means "may attend".
+        return_attention_scores: also return the softmax weights
+            `(batch, heads, tokens, tokens)`.
+
+    Returns `(batch, tokens, channels)`, plus the weights when asked.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        qkv_bias=True,
+        attention_dropout_rate=0.0,
+        projection_dropout_rate=0.0,
+        kernel_initializer="truncated_normal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.qkv_bias = qkv_bias
+        self.attention_dropout_rate = attention_dropout_rate
+        self.projection_dropout_rate = projection_dropout_rate
+        self.kernel_initializer = keras.initializers.get(_initializer(kernel_initializer))
+        self.attention_dropout = keras.layers.Dropout(
+            attention_dropout_rate, dtype=self.dtype_policy, name="attention_dropout"
+        )
+        self.projection_dropout = keras.layers.Dropout(
+            projection_dropout_rate, dtype=self.dtype_policy, name="projection_dropout"
+        )
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % self.num_heads:
+            raise ValueError(
+                f"MultiHeadSelfAttention: the input width {channels} is not divisible by "
+                f"num_heads={self.num_heads}. Choose a width that is a multiple of the heads."
+            )
+        self.head_dim = channels // self.num_heads
+        self.qkv = keras.layers.Dense(
+            3 * channels,
+            use_bias=self.qkv_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="qkv",
+        )
+        self.qkv.build(input_shape)
+        self.projection = keras.layers.Dense(
+            channels, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="projection"
+        )
+        self.projection.build(input_shape)
+        self.built = True
+
+    def call(
+        self,
+        inputs,
+        attention_bias=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=False,
+    ):
+        batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        qkv = ops.reshape(self.qkv(inputs), (batch, tokens, 3, self.num_heads, self.head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        bias = combine_bias_and_mask(attention_bias, attention_mask, inputs.dtype)
+        use_dropout = training and self.attention_dropout_rate > 0.0
+        if return_attention_scores or use_dropout:
+            outputs, scores = self._explicit_attention(query, key, value, bias, training)
+        else:
+            outputs = ops.dot_product_attention(query, key, value, bias=bias, scale=self.head_dim**-0.5)
+            scores = None
+        outputs = ops.reshape(outputs, (batch, tokens, self.num_heads * self.head_dim))
+        outputs = self.projection_dropout(self.projection(outputs), training=training)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def _explicit_attention(self, query, key, value, bias, training):
+        """softmax(q k^T / sqrt(d) + bias) v, with the softmax in float32."""
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        logits = ops.einsum("bqhd,bkhd->bhqk", query, key)
+        logits = ops.cast(logits, "float32")
+        if bias is not None:
+            logits = logits + ops.cast(bias, "float32")
+        scores = ops.softmax(logits, axis=-1)
+        weights = self.attention_dropout(ops.cast(scores, value.dtype), training=training)
+        outputs = ops.einsum("bhqk,bkhd->bqhd", weights, value)
+        return outputs, scores
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "qkv_bias": self.qkv_bias,
+                "attention_dropout_rate": self.attention_dropout_rate,
+                "projection_dropout_rate": self.projection_dropout_rate,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+def combine_bias_and_mask(bias, mask, dtype):
+    """Folds a boolean mask into one additive bias (`None` if neither is given)."""
+    if mask is None:
+        return bias
+    mask_bias = ops.where(ops.cast(mask, "bool"), 0.0, _MASK_VALUE)
+    mask_bias = ops.cast(mask_bias, dtype)
+    return mask_bias if bias is None else ops.cast(bias, dtype) + mask_bias
+
+
+def _initializer(identifier):
+    if identifier == "truncated_normal":
+        return keras.initializers.TruncatedNormal(stddev=0.02)
+    return identifier
