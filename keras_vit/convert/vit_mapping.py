@@ -6,8 +6,6 @@ mapping from there to our variables is shared.
 
 import dataclasses
 
-import numpy as np
-
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
 from keras_vit.layers.patch_embedding import resize_position_embedding
 
@@ -36,16 +34,17 @@ def map_vit(weight_map, names, include_top):
     model, take = weight_map.model, weight_map.take
     patch_embedding = model.get_layer("patch_embedding")
     if patch_embedding.use_class_token:
-        weight_map.set(f"patch_embedding/class_token", take(names.class_token).reshape(1, 1, -1))
-    position = take(names.position_embedding)
-    position = position.reshape(1, -1, position.shape[-1])
-    weight_map.set(
-        "patch_embedding/position_embedding",
-        resize_position_embedding(
-            position, patch_embedding.grid_size, patch_embedding.num_prefix_tokens, _source_grid(position, patch_embedding)
-        ),
-    )
-    weight_map.set("patch_embedding/projection/kernel", conv_kernel(take(names.patch_projection + ".weight")))
+        weight_map.set("patch_embedding/class_token", take(names.class_token, lambda t: t.reshape(1, 1, -1)))
+
+    def fit_grid(position):
+        position = position.reshape(1, -1, position.shape[-1])
+        source_grid = _source_grid(position, patch_embedding)
+        return resize_position_embedding(
+            position, patch_embedding.grid_size, patch_embedding.num_prefix_tokens, source_grid
+        )
+
+    weight_map.set("patch_embedding/position_embedding", take(names.position_embedding, fit_grid))
+    weight_map.set("patch_embedding/projection/kernel", take(names.patch_projection + ".weight", conv_kernel))
     weight_map.set("patch_embedding/projection/bias", take(names.patch_projection + ".bias"))
     depth = sum(1 for layer in model.layers if layer.name.startswith("block_"))
     for i in range(depth):
@@ -55,12 +54,10 @@ def map_vit(weight_map, names, include_top):
         qkv = [name.format(i=i) for name in names.qkv]
         weight_map.set(
             f"{prefix}/attention/qkv/kernel",
-            np.concatenate([dense_kernel(take(name + ".weight")) for name in qkv], axis=1),
+            weight_map.take_concatenated([name + ".weight" for name in qkv], dense_kernel, axis=1),
         )
         if model.get_layer(prefix).qkv_bias:
-            weight_map.set(
-                f"{prefix}/attention/qkv/bias", np.concatenate([take(name + ".bias") for name in qkv])
-            )
+            weight_map.set(f"{prefix}/attention/qkv/bias", weight_map.take_concatenated([name + ".bias" for name in qkv]))
         _dense(weight_map, f"{prefix}/attention/projection", names.attention_output.format(i=i))
         _dense(weight_map, f"{prefix}/mlp/fc1", names.fc1.format(i=i))
         _dense(weight_map, f"{prefix}/mlp/fc2", names.fc2.format(i=i))
@@ -78,7 +75,7 @@ def map_vit(weight_map, names, include_top):
 
 def map_resnet_v2_stem(weight_map, prefix):
     """timm `ResNetV2(preact=False)` names under `prefix` -> our `stem_*` layers."""
-    weight_map.set("stem_conv/kernel", conv_kernel(weight_map.take(f"{prefix}stem.conv.weight")))
+    weight_map.set("stem_conv/kernel", weight_map.take(f"{prefix}stem.conv.weight", conv_kernel))
     _group_norm(weight_map, "stem_norm", f"{prefix}stem.norm")
     for layer in weight_map.model.layers:
         if not layer.name.startswith("stem_stage"):
@@ -86,11 +83,11 @@ def map_resnet_v2_stem(weight_map, prefix):
         stage, block = (int(part) for part in layer.name[len("stem_stage") :].split("_block"))
         source = f"{prefix}stages.{stage}.blocks.{block}."
         for index in (1, 2, 3):
-            weight_map.set(f"{layer.name}/conv{index}/kernel", conv_kernel(weight_map.take(f"{source}conv{index}.weight")))
+            weight_map.set(f"{layer.name}/conv{index}/kernel", weight_map.take(f"{source}conv{index}.weight", conv_kernel))
             _group_norm(weight_map, f"{layer.name}/norm{index}", f"{source}norm{index}")
         if layer.has_projection:
             weight_map.set(
-                f"{layer.name}/downsample_conv/kernel", conv_kernel(weight_map.take(f"{source}downsample.conv.weight"))
+                f"{layer.name}/downsample_conv/kernel", weight_map.take(f"{source}downsample.conv.weight", conv_kernel)
             )
             _group_norm(weight_map, f"{layer.name}/downsample_norm", f"{source}downsample.norm")
 
@@ -108,7 +105,7 @@ def _has_layer(model, name):
 
 
 def _dense(weight_map, path, source):
-    weight_map.set(f"{path}/kernel", dense_kernel(weight_map.take(source + ".weight")))
+    weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", dense_kernel))
     weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
 
 

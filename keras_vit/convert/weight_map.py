@@ -41,16 +41,25 @@ class WeightMap:
         self.targets = {}
         self.used = set()
         self.ignored = set()
+        self.absent = []
 
-    def take(self, key):
-        """The source tensor `key`, marked as used."""
+    def take(self, key, transform=None):
+        """The source tensor `key` (through `transform`), marked as used.
+
+        An absent key is noted for the final report and gives None, which
+        `set` skips, so one pass collects every problem.
+        """
         if key not in self.source:
-            raise ValueError(
-                f"{self.checkpoint_name}: tensor {key!r} is missing, so it does not fit this "
-                f"architecture ({self.model.name}). Check that the checkpoint and the model match."
-            )
+            self.absent.append(key)
+            return None
         self.used.add(key)
-        return np.asarray(self.source[key])
+        array = np.asarray(self.source[key])
+        return transform(array) if transform else array
+
+    def take_concatenated(self, keys, transform=None, axis=-1):
+        """Several source tensors concatenated (e.g. separate q, k, v into one qkv)."""
+        parts = [self.take(key, transform) for key in keys]
+        return None if any(part is None for part in parts) else np.concatenate(parts, axis=axis)
 
     def has(self, key):
         return key in self.source
@@ -60,13 +69,17 @@ class WeightMap:
         self.ignored.update(key for key in self.source if predicate(key))
 
     def set(self, path, array):
+        """Plans `array` for the variable at `path` (skipped if a source tensor was absent)."""
         if path not in self.variables:
             raise ValueError(f"{self.model.name} has no variable {path!r} (mapping bug or wrong architecture).")
-        self.targets[path] = np.asarray(array)
+        if array is not None:
+            self.targets[path] = np.asarray(array)
 
     def assign(self):
         """Checks coverage and shapes, then assigns every variable."""
         problems = []
+        if self.absent:
+            problems.append(f"tensors this model needs that the checkpoint lacks: {_short(self.absent)}")
         missing = sorted(set(self.variables) - set(self.targets))
         if missing:
             problems.append(f"model variables with no tensor in the checkpoint: {_short(missing)}")

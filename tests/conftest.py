@@ -1,0 +1,41 @@
+"""Test settings shared by every backend run (KERAS_BACKEND picks the backend)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_reset():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def naive_attention(x, wqkv, bqkv, wo, bo, num_heads, bias=None):
+    """Explicit-loop multi-head self-attention in NumPy; x is (tokens, channels)."""
+    tokens, channels = x.shape
+    head_dim = channels // num_heads
+    qkv = x @ wqkv + bqkv
+    q, k, v = qkv[:, :channels], qkv[:, channels : 2 * channels], qkv[:, 2 * channels :]
+    out = np.zeros((tokens, channels))
+    for h in range(num_heads):
+        sl = slice(h * head_dim, (h + 1) * head_dim)
+        for i in range(tokens):
+            logits = np.array([q[i, sl] @ k[j, sl] / np.sqrt(head_dim) for j in range(tokens)])
+            if bias is not None:
+                logits = logits + bias[h, i]
+            weights = np.exp(logits - logits.max())
+            weights /= weights.sum()
+            out[i, sl] = sum(weights[j] * v[j, sl] for j in range(tokens))
+    return out @ wo + bo
