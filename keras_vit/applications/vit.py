@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_vit.applications.registry import register_model
-from keras_vit.layers import PatchEmbedding, TokenPooling, TransformerBlock
+from keras_vit.layers import ImageNormalization, PatchEmbedding, TokenPooling, TransformerBlock
 
 # Variant table: patch size, width, depth, heads, MLP width (REFERENCE.md).
 VIT_VARIANTS = {
@@ -104,10 +104,8 @@ def VisionTransformer(
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     if include_preprocessing:
-        x = keras.layers.Normalization(
-            mean=_per_channel(PIXEL_MEAN, input_shape[-1]),
-            variance=np.square(_per_channel(PIXEL_STD, input_shape[-1])),
-            name="preprocessing",
+        x = ImageNormalization(
+            _per_channel(PIXEL_MEAN, input_shape[-1]), _per_channel(PIXEL_STD, input_shape[-1]), name="preprocessing"
         )(x)
     if stem is not None:
         x = stem(x)

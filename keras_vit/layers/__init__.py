@@ -3,12 +3,14 @@
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import StochasticDepth
 from keras_vit.layers.mlp import Mlp
+from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.patch_embedding import PatchEmbedding, resize_position_embedding
 from keras_vit.layers.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D
 from keras_vit.layers.token_pooling import TokenPooling
 from keras_vit.layers.transformer_block import TransformerBlock
 
 __all__ = [
+    "ImageNormalization",
     "MultiHeadSelfAttention",
     "Mlp",
     "PatchEmbedding",

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.layers.preprocessing import check_channels
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class PatchEmbedding(keras.layers.Layer):
@@ -66,6 +68,7 @@ class PatchEmbedding(keras.layers.Layer):
                 f"Use an image size that is a multiple of the patch size, e.g. "
                 f"{_round_to(height, ph)}x{_round_to(width, pw)}."
             )
+        self.channels = input_shape[-1]
         self.grid_size = (height // ph, width // pw)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.projection.build(input_shape)
@@ -84,6 +87,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.built = True
 
     def call(self, images):
+        check_channels(images, self.channels, self.name)
         x = self.projection(images)
         batch = ops.shape(x)[0]
         x = ops.reshape(x, (batch, self.num_patches, self.hidden_dim))
