@@ -1,0 +1,91 @@
+"""Parameter, multiply-add and attention-memory counts of a model for one image."""
+
+import contextlib
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_vit.layers import MultiHeadSelfAttention
+
+
+@dataclasses.dataclass
+class Complexity:
+    """Per-image cost of a model.
+
+    Attributes:
+        params: number of weights.
+        macs: multiply-accumulates of the dense, convolution and attention
+            products (what most papers call "FLOPs"; 2 * macs is the FLOP count).
+        attention_elements: entries of every attention matrix, summed over
+            layers and heads.
+        attention_layers: `(layer name, heads, queries, keys)` for each attention.
+    """
+
+    params: int
+    macs: int
+    attention_elements: int
+    attention_layers: list
+
+    @property
+    def gmacs(self):
+        return self.macs / 1e9
+
+    @property
+    def gflops(self):
+        return 2 * self.macs / 1e9
+
+    def attention_bytes(self, bytes_per_element=4):
+        return self.attention_elements * bytes_per_element
+
+
+def measure(model):
+    """Counts the cost of `model` on one image by recording one forward pass.
+
+    Every layer call is recorded with its input and output shapes; dense and
+    convolution layers contribute `kernel size x output positions`
+    multiply-adds, attention layers `2 x heads x queries x keys x head_dim`.
+    """
+    records = []
+    images = np.zeros((1,) + tuple(model.input_shape[1:]), dtype="float32")
+    with _record_layer_calls(records):
+        model(images, training=False)
+    macs, elements, attention_layers = 0, 0, []
+    for layer, inputs, outputs in records:
+        if isinstance(layer, keras.layers.Dense):
+            macs += int(np.prod(layer.kernel.shape)) * _positions(outputs)
+        elif isinstance(layer, keras.layers.Conv2D):
+            macs += int(np.prod(layer.kernel.shape)) // layer.groups * _positions(outputs)
+        elif isinstance(layer, MultiHeadSelfAttention):
+            tokens = inputs.shape[1]
+            batch_like = _positions(inputs) // tokens  # windows, for windowed attention
+            count = batch_like * layer.num_heads * tokens * tokens
+            elements += count
+            macs += 2 * count * layer.head_dim
+            attention_layers.append((layer.name, layer.num_heads, tokens, tokens))
+    return Complexity(model.count_params(), macs, elements, attention_layers)
+
+
+def _positions(tensor):
+    """Number of vectors a per-position layer is applied to (all axes but the last)."""
+    return math.prod(int(d) for d in tensor.shape[:-1])
+
+
+@contextlib.contextmanager
+def _record_layer_calls(records):
+    original = keras.layers.Layer.__call__
+
+    def recording_call(self, *args, **kwargs):
+        outputs = original(self, *args, **kwargs)
+        inputs = args[0] if args else next(iter(kwargs.values()), None)
+        first_output = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        if hasattr(inputs, "shape") and hasattr(first_output, "shape"):
+            records.append((self, inputs, first_output))
+        return outputs
+
+    keras.layers.Layer.__call__ = recording_call
+    try:
+        yield
+    finally:
+        keras.layers.Layer.__call__ = original

@@ -1,0 +1,105 @@
+"""The `keras-vit` command: train and inspect models (a thin layer over the package)."""
+
+import argparse
+import os
+import sys
+
+
+def _train(args):
+    from keras_vit.training import train
+
+    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(str(args.dataset).rstrip('/'))}")
+    result = train(
+        args.model,
+        args.dataset,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        output_dir=output_dir,
+        seed=args.seed,
+        steps_per_epoch=args.steps_per_epoch,
+        min_crop_scale=args.min_crop_scale,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    print(
+        f"\nvalidation accuracy {result.val_accuracy:.4f} after {args.epochs} epochs "
+        f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png"
+    )
+
+
+def _info(args):
+    import keras_vit
+    from keras_vit.applications.complexity import measure
+
+    kwargs = {}
+    if args.image_size:
+        kwargs["input_shape"] = (args.image_size, args.image_size, 3)
+    model = keras_vit.create_model(args.model, **kwargs)
+    cost = measure(model)
+    size = model.input_shape[1]
+    print(f"model               {args.model} ({model.name})")
+    print(f"input               {size}x{model.input_shape[2]}x{model.input_shape[3]}")
+    print(f"parameters          {cost.params:,}")
+    print(f"GMACs               {cost.gmacs:.2f}   (multiply-adds; papers' 'FLOPs')")
+    print(f"GFLOPs              {cost.gflops:.2f}")
+    if cost.attention_layers:
+        _, heads, queries, keys = cost.attention_layers[0]
+        print(f"attention layers    {len(cost.attention_layers)} x {heads} heads x {queries}x{keys}")
+        print(
+            f"attention matrices  {cost.attention_elements:,} elements per image = "
+            f"{cost.attention_bytes(4) / 2**20:.1f} MiB float32, {cost.attention_bytes(2) / 2**20:.1f} MiB bfloat16"
+        )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-vit", description="Vision transformers for Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model (default: a small ViT on the offline shapes dataset)")
+    train.add_argument("--model", default="vit_pico8", help="registry name (keras-vit info --list)")
+    train.add_argument("--dataset", default="shapes", help="'shapes', a TFDS name, or a folder of class sub-folders")
+    train.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
+    train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate after warmup")
+    train.add_argument("--weight-decay", type=float, default=0.05, help="decoupled AdamW weight decay")
+    train.add_argument("--min-crop-scale", type=float, default=None,
+                       help="smallest area fraction of the random resized crop (default 0.08; 0.7 for shapes)")
+    train.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    train.add_argument("--output-dir", default=None, help="where model.keras, history.json, curves.png go")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=_train)
+
+    info = commands.add_parser("info", help="parameters, GFLOPs and attention memory of a model")
+    info.add_argument("model", nargs="?", help="registry name, e.g. vit_b16")
+    info.add_argument("--image-size", type=int, default=None)
+    info.add_argument("--list", action="store_true", help="list the registry names")
+    info.set_defaults(handler=_info_or_list)
+    return parser
+
+
+def _info_or_list(args):
+    if args.list or not args.model:
+        import keras_vit
+
+        print("\n".join(keras_vit.list_models()))
+        return
+    _info(args)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ValueError as error:
+        print(f"keras-vit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+import json
+import os
+
+import pytest
+
+from keras_vit import cli
+
+
+def test_info_prints_parameters_macs_and_attention_memory(capsys):
+    assert cli.main(["info", "vit_ti16"]) == 0
+    out = capsys.readouterr().out
+    assert "5,717,416" in out
+    assert "GMACs               1.26" in out  # REFERENCE.md: 1.26
+    assert "12 x 3 heads x 197x197" in out
+
+
+def test_info_attention_grows_quadratically_with_tokens():
+    from keras_vit import create_model
+    from keras_vit.applications.complexity import measure
+
+    small = measure(create_model("vit_pico8", input_shape=(64, 64, 3)))
+    large = measure(create_model("vit_pico8", input_shape=(128, 128, 3)))
+    assert small.attention_elements == 6 * 4 * 65 * 65
+    assert large.attention_elements == 6 * 4 * 257 * 257
+
+
+def test_info_unknown_model_is_a_clear_error(capsys):
+    assert cli.main(["info", "vit_bb16"]) == 2
+    assert "Unknown model name 'vit_bb16'. Did you mean: vit_b16" in capsys.readouterr().err
+
+
+def test_info_list(capsys):
+    assert cli.main(["info", "--list"]) == 0
+    assert "vit_r50_b16" in capsys.readouterr().out.split()
+
+
+@pytest.mark.slow
+def test_train_writes_model_history_and_plot(tmp_path, shapes_data_dir):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--data-dir", shapes_data_dir, "--dataset", "shapes/small", "--epochs", "1", "--steps-per-epoch", "2",
+                     "--batch-size", "8", "--image-size", "32", "--output-dir", str(out)])
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["curves.png", "history.json", "model.keras", "summary.json"]
+    history = json.loads((out / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "vit_pico8" and summary["image_size"] == 32
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".keras-vit-")]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "vit_nope"], "Unknown model name 'vit_nope'"),
+        (["--dataset", "no_such_dataset_xyz"], "no_such_dataset_xyz"),
+        (["--batch-size", "0"], "batch_size must be positive"),
+        (["--image-size", "60"], "not divisible by the patch size 8"),
+    ],
+)
+def test_train_bad_input_fails_without_writing(tmp_path, shapes_data_dir, capsys, argv, message):
+    out = tmp_path / "run"
+    argv = ["train", "--data-dir", shapes_data_dir, "--dataset", "shapes/small", "--output-dir", str(out),
+            "--epochs", "1"] + argv
+    code = cli.main(argv)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_on_empty_folder_fails_without_writing(tmp_path, capsys):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    (tmp_path / "images" / "dogs").mkdir()
+    code = cli.main(["train", "--dataset", str(tmp_path / "images"), "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "no images" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
