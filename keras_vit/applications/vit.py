@@ -14,7 +14,8 @@ from keras_vit.layers import ImageNormalization, PatchEmbedding, TokenPooling, T
 
 # Variant table: patch size, width, depth, heads, MLP width (REFERENCE.md).
 VIT_VARIANTS = {
-    "vit_pico8": dict(patch_size=8, hidden_dim=128, depth=6, num_heads=4, mlp_dim=256, default_size=64),
+    # A small ViT for 64 px images and CPU demos (the `keras-vit train` default).
+    "vit_pico8": dict(patch_size=8, hidden_dim=64, depth=4, num_heads=4, mlp_dim=128, default_size=64, pooling="gap"),
     "vit_ti16": dict(patch_size=16, hidden_dim=192, depth=12, num_heads=3, mlp_dim=768),
     "vit_s16": dict(patch_size=16, hidden_dim=384, depth=12, num_heads=6, mlp_dim=1536),
     "vit_s32": dict(patch_size=32, hidden_dim=384, depth=12, num_heads=6, mlp_dim=1536),
@@ -185,7 +186,7 @@ def make_constructor(builder, registry_name, function_name, title, params, confi
 
     def constructor(**kwargs):
         kwargs.setdefault("name", registry_name)
-        return builder(**config, **kwargs)
+        return builder(**{**config, **kwargs})
 
     constructor.__name__ = constructor.__qualname__ = function_name
     constructor.__doc__ = _CONSTRUCTOR_DOC.format(
@@ -195,7 +196,7 @@ def make_constructor(builder, registry_name, function_name, title, params, confi
     return constructor
 
 
-ViTPico8 = make_constructor(VisionTransformer, "vit_pico8", "ViTPico8", "a 6-layer, 128-wide ViT/8 for small images", "0.8M params", VIT_VARIANTS["vit_pico8"])
+ViTPico8 = make_constructor(VisionTransformer, "vit_pico8", "ViTPico8", "a 4-layer, 64-wide ViT/8 with average pooling for 64 px images", "0.2M params", VIT_VARIANTS["vit_pico8"])
 ViTTiny16 = make_constructor(VisionTransformer, "vit_ti16", "ViTTiny16", "ViT-Ti/16", "5,717,416 params", VIT_VARIANTS["vit_ti16"])
 ViTSmall16 = make_constructor(VisionTransformer, "vit_s16", "ViTSmall16", "ViT-S/16", "22,050,664 params", VIT_VARIANTS["vit_s16"])
 ViTSmall32 = make_constructor(VisionTransformer, "vit_s32", "ViTSmall32", "ViT-S/32", "22,878,952 params", VIT_VARIANTS["vit_s32"])

@@ -20,8 +20,8 @@ def test_info_attention_grows_quadratically_with_tokens():
 
     small = measure(create_model("vit_pico8", input_shape=(64, 64, 3)))
     large = measure(create_model("vit_pico8", input_shape=(128, 128, 3)))
-    assert small.attention_elements == 6 * 4 * 65 * 65
-    assert large.attention_elements == 6 * 4 * 257 * 257
+    assert small.attention_elements == 4 * 4 * 64 * 64  # 4 layers x 4 heads, no class token (gap)
+    assert large.attention_elements == 4 * 4 * 256 * 256
 
 
 def test_info_unknown_model_is_a_clear_error(capsys):
