@@ -1,5 +1,7 @@
 """Reads timm-format state dicts (`.safetensors`) of ViT and hybrid models."""
 
+import dataclasses
+
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -54,7 +56,7 @@ def load_timm_checkpoint(model_name, path, **kwargs):
     tensors = read_safetensors(path)
     if "head.weight" in tensors:
         kwargs.setdefault("classes", tensors["head.weight"].shape[0])
-    elif "head.weight" not in tensors:
+    else:
         kwargs.setdefault("include_top", False)
     if "pre_logits.fc.weight" in tensors:
         kwargs.setdefault("representation_size", tensors["pre_logits.fc.weight"].shape[0])
@@ -71,11 +73,7 @@ def load_into(model, path, include_top=True, tensors=None):
         tensors = read_safetensors(path)
     _check_supported(tensors, path)
     is_hybrid = any(key.startswith("patch_embed.backbone.") for key in tensors)
-    names = _TIMM_VIT_NAMES
-    if is_hybrid:
-        import dataclasses
-
-        names = dataclasses.replace(names, stem="patch_embed.backbone.")
+    names = dataclasses.replace(_TIMM_VIT_NAMES, stem="patch_embed.backbone.") if is_hybrid else _TIMM_VIT_NAMES
     weight_map = WeightMap(model, tensors, checkpoint_name=path)
     map_vit(weight_map, names, include_top)
     weight_map.assign()

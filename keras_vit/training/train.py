@@ -24,17 +24,21 @@ class TrainResult:
     seconds: float
 
 
-def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0):
-    """AdamW with linear warmup then cosine decay, global-norm clipping and
-    no decay on biases, norms, class tokens and position embeddings."""
-    schedule = keras.optimizers.schedules.CosineDecay(
+def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps):
+    """Linear warmup from 0 to `learning_rate`, then cosine decay to 0 at `total_steps`."""
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
         decay_steps=max(1, total_steps - warmup_steps),
         warmup_target=learning_rate,
         warmup_steps=warmup_steps,
     )
+
+
+def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0):
+    """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on
+    biases, norms, class tokens and position embeddings."""
     optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, global_clipnorm=clip_norm
+        learning_rate=warmup_cosine_schedule(learning_rate, total_steps, warmup_steps), weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, global_clipnorm=clip_norm
     )
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
