@@ -89,8 +89,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         training=False,
     ):
         batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
-        qkv = ops.reshape(self.qkv(inputs), (batch, tokens, 3, self.num_heads, self.head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        heads_shape = (batch, tokens, self.num_heads, self.head_dim)
+        # Split on the channel axis rather than slicing a (B, N, 3, H, D) view: TensorFlow
+        # graphs copy each slice and build a zero-padded gradient for it.
+        query, key, value = (ops.reshape(part, heads_shape) for part in ops.split(self.qkv(inputs), 3, axis=-1))
         bias = combine_bias_and_mask(attention_bias, attention_mask, inputs.dtype)
         use_dropout = training and self.attention_dropout_rate > 0.0
         if return_attention_scores or use_dropout:
