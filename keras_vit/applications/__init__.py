@@ -6,6 +6,7 @@ from keras_vit.applications.hybrid import (
     ViTR50B16,
     ViTR50L32,
 )
+from keras_vit.applications.swin import SwinBase, SwinBase384, SwinLarge, SwinSmall, SwinTiny, SwinTransformer
 from keras_vit.applications.registry import create_model, get_constructor, list_models, register_model
 from keras_vit.applications.vit import (
     ViTBase8,

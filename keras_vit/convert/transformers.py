@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+from keras_vit.convert.swin_mapping import map_transformers_swin
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -108,27 +109,57 @@ def load_transformers_checkpoint(path, **kwargs):
     (logits by default). Raises ValueError on any missing, unused or
     mis-shaped tensor.
     """
+    from keras_vit.applications.swin import SwinTransformer
     from keras_vit.applications.vit import VisionTransformer
 
     config, tensors = read_transformers_directory(path)
     model_type = config.get("model_type")
-    if model_type != "vit":
+    families = {"vit": (vit_kwargs_from_config, VisionTransformer), "swin": (swin_kwargs_from_config, SwinTransformer)}
+    if model_type not in families:
         raise ValueError(
-            f"{path!r} holds a {model_type!r} model; load_transformers_checkpoint supports: 'vit'."
+            f"{path!r} holds a {model_type!r} model; load_transformers_checkpoint supports: {sorted(families)}."
         )
-    options = vit_kwargs_from_config(config, tensors)
+    read_config, builder = families[model_type]
+    options = read_config(config, tensors)
     options["include_preprocessing"] = False
     options.update(kwargs)
-    options.setdefault("name", "vit")
-    model = VisionTransformer(**options)
-    load_into(model, path, include_top=options["include_top"], tensors=tensors)
+    options.setdefault("name", model_type)
+    model = builder(**options)
+    load_into(model, path, include_top=options["include_top"], tensors=tensors, model_type=model_type)
     return model
 
 
-def load_into(model, path, include_top=True, tensors=None):
-    """Loads a transformers ViT directory into an existing keras-vit ViT."""
+def swin_kwargs_from_config(config, tensors):
+    """keras-vit `SwinTransformer` arguments equivalent to a transformers Swin config."""
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"Unsupported Swin hidden_act {config.get('hidden_act')!r}; supported: 'gelu'.")
+    image_size = config.get("image_size", 224)
+    num_classes = tensors["classifier.weight"].shape[0] if "classifier.weight" in tensors else None
+    return dict(
+        embed_dim=config["embed_dim"],
+        depths=tuple(config["depths"]),
+        num_heads=tuple(config["num_heads"]),
+        window_size=config.get("window_size", 7),
+        patch_size=config.get("patch_size", 4),
+        mlp_ratio=config.get("mlp_ratio", 4.0),
+        qkv_bias=config.get("qkv_bias", True),
+        layer_norm_epsilon=config.get("layer_norm_eps", 1e-5),
+        input_shape=(image_size, image_size, config.get("num_channels", 3)),
+        include_top=num_classes is not None,
+        classes=num_classes or 1000,
+        classifier_activation=None,
+        drop_path_rate=0.0,
+    )
+
+
+def load_into(model, path, include_top=True, tensors=None, model_type=None):
+    """Loads a transformers ViT or Swin directory into an existing keras-vit model."""
     if tensors is None:
-        _, tensors = read_transformers_directory(path)
+        config, tensors = read_transformers_directory(path)
+        model_type = config.get("model_type")
     weight_map = WeightMap(model, tensors, checkpoint_name=path)
-    map_vit(weight_map, _VIT_NAMES, include_top)
+    if model_type == "swin":
+        map_transformers_swin(weight_map, include_top)
+    else:
+        map_vit(weight_map, _VIT_NAMES, include_top)
     weight_map.assign()

@@ -1,0 +1,125 @@
+"""Swin Transformer (Liu et al., ICCV 2021): Swin-T/S/B/L.
+
+A hierarchical transformer: 4x4 patches, stages of (shifted) window
+attention blocks with patch merging between them. One generic builder,
+`SwinTransformer`, reads the variant table below.
+"""
+
+import keras
+import numpy as np
+
+from keras_vit.applications.vit import make_constructor
+from keras_vit.layers import ImageNormalization, PatchMerging, SwinTransformerBlock
+
+# REFERENCE.md. drop_path_rate is the recipe's default for each size.
+SWIN_VARIANTS = {
+    "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2),
+    "swin_s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3),
+    "swin_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7, drop_path_rate=0.5),
+    "swin_b_384": dict(
+        embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12, default_size=384, drop_path_rate=0.5
+    ),
+    "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=7, drop_path_rate=0.5),
+}
+
+# ImageNet statistics in [0, 255], as the reference Swin models were trained.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def SwinTransformer(
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    num_heads=(3, 6, 12, 24),
+    window_size=7,
+    patch_size=4,
+    mlp_ratio=4.0,
+    *,
+    include_top=True,
+    weights=None,
+    input_shape=None,
+    classes=1000,
+    classifier_activation="softmax",
+    pooling="avg",
+    include_preprocessing=True,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    drop_path_rate=0.1,
+    qkv_bias=True,
+    layer_norm_epsilon=1e-5,
+    mask_padding=False,
+    default_size=224,
+    name="swin_transformer",
+):
+    """Builds a Swin Transformer as a functional `keras.Model`.
+
+    Args:
+        embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio: the architecture.
+        include_top, weights, input_shape, classes, classifier_activation,
+            include_preprocessing: as in `keras.applications` (inputs in [0, 255]
+            normalized with ImageNet statistics when `include_preprocessing`).
+        pooling: "avg" (global average of the last stage) or, with
+            `include_top=False`, None for the `(batch, h/32, w/32, 8 * embed_dim)` map.
+        dropout_rate, attention_dropout_rate, drop_path_rate: regularization;
+            stochastic depth grows linearly over all blocks.
+        mask_padding: mask the tokens padded to fill windows at the border
+            (the reference implementations attend to them; default False).
+
+    Any input size divisible by `patch_size` works: feature maps that are not
+    a multiple of the window are padded, and odd maps are padded before merging.
+    """
+    if pooling not in ("avg", None):
+        raise ValueError(f"pooling must be 'avg' or None, got {pooling!r}.")
+    if include_top and pooling is None:
+        raise ValueError("include_top=True needs pooling='avg'; use include_top=False for the feature map.")
+    if len(depths) != len(num_heads):
+        raise ValueError(f"depths {depths} and num_heads {num_heads} need one entry per stage.")
+    input_shape = tuple(input_shape or (default_size, default_size, 3))
+    if len(input_shape) != 3 or input_shape[0] % patch_size or input_shape[1] % patch_size:
+        raise ValueError(
+            f"input_shape {input_shape} must be (height, width, channels) with height and width "
+            f"divisible by the patch size {patch_size}."
+        )
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    if include_preprocessing:
+        x = ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="preprocessing")(x)
+    x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embedding")(x)
+    x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="patch_norm")(x)
+    x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
+    rates = iter(np.linspace(0.0, drop_path_rate, sum(depths)))
+    for stage, (depth, heads) in enumerate(zip(depths, num_heads)):
+        for block in range(depth):
+            x = SwinTransformerBlock(
+                heads,
+                window_size=window_size,
+                shift_size=0 if block % 2 == 0 else window_size // 2,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                drop_path_rate=float(next(rates)),
+                layer_norm_epsilon=layer_norm_epsilon,
+                mask_padding=mask_padding,
+                name=f"stage{stage}_block{block}",
+            )(x)
+        if stage < len(depths) - 1:
+            x = PatchMerging(layer_norm_epsilon=layer_norm_epsilon, name=f"stage{stage}_merging")(x)
+    x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    if include_top:
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        from keras_vit.convert import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+SwinTiny = make_constructor(SwinTransformer, "swin_t", "SwinTiny", "Swin-T", "28,288,354 params", SWIN_VARIANTS["swin_t"])
+SwinSmall = make_constructor(SwinTransformer, "swin_s", "SwinSmall", "Swin-S", "49,606,258 params", SWIN_VARIANTS["swin_s"])
+SwinBase = make_constructor(SwinTransformer, "swin_b", "SwinBase", "Swin-B", "87,768,224 params", SWIN_VARIANTS["swin_b"])
+SwinBase384 = make_constructor(SwinTransformer, "swin_b_384", "SwinBase384", "Swin-B at 384 px, window 12", "87,903,584 params", SWIN_VARIANTS["swin_b_384"])
+SwinLarge = make_constructor(SwinTransformer, "swin_l", "SwinLarge", "Swin-L", "196,532,476 params", SWIN_VARIANTS["swin_l"])
