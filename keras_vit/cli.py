@@ -47,7 +47,7 @@ def _info(args):
     print(f"GFLOPs              {cost.gflops:.2f}")
     if cost.attention_layers:
         _, heads, queries, keys = cost.attention_layers[0]
-        print(f"attention layers    {len(cost.attention_layers)} x {heads} heads x {queries}x{keys}")
+        print(f"attention layers    {len(cost.attention_layers)}; the first: {heads} heads x {queries}x{keys}")
         print(
             f"attention matrices  {cost.attention_elements:,} elements per image = "
             f"{cost.attention_bytes(4) / 2**20:.1f} MiB float32, {cost.attention_bytes(2) / 2**20:.1f} MiB bfloat16"

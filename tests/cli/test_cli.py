@@ -18,7 +18,7 @@ def test_info_prints_parameters_macs_and_attention_memory(capsys):
     assert "5,717,416" in out
     gmacs = float(out.split("GMACs")[1].split()[0])
     assert abs(gmacs - 1.26) / 1.26 < 0.01  # REFERENCE.md 1.26 also counts norms and activations
-    assert "12 x 3 heads x 197x197" in out
+    assert "attention layers    12; the first: 3 heads x 197x197" in out
 
 
 def test_macs_equal_the_closed_form():

@@ -112,9 +112,9 @@ def test_checkpoint_for_another_architecture_fails_loudly(tmp_path):
 def test_wrong_model_type_and_missing_files(tmp_path):
     _save_vit(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["model_type"] = "swin"
+    config["model_type"] = "beit"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="holds a 'swin' model"):
+    with pytest.raises(ValueError, match="holds a 'beit' model"):
         load_transformers_checkpoint(str(tmp_path))
     with pytest.raises(ValueError, match="is not a directory"):
         load_transformers_checkpoint(str(tmp_path / "nope"))
