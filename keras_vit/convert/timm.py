@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from keras_vit.convert.swin_mapping import map_timm_swin
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -19,6 +20,11 @@ TIMM_NAMES = {
     "vit_small_r26_s32_224": "vit_r26_s32",
     "vit_base_r50_s16_224": "vit_r50_b16",
     "vit_large_r50_s32_224": "vit_r50_l32",
+    "swin_tiny_patch4_window7_224": "swin_t",
+    "swin_small_patch4_window7_224": "swin_s",
+    "swin_base_patch4_window7_224": "swin_b",
+    "swin_base_patch4_window12_384": "swin_b_384",
+    "swin_large_patch4_window7_224": "swin_l",
 }
 
 _TIMM_VIT_NAMES = ViTNames(
@@ -54,8 +60,9 @@ def load_timm_checkpoint(model_name, path, **kwargs):
 
     name = TIMM_NAMES.get(model_name.split(".")[0], model_name)
     tensors = read_safetensors(path)
-    if "head.weight" in tensors:
-        kwargs.setdefault("classes", tensors["head.weight"].shape[0])
+    head = next((key for key in ("head.weight", "head.fc.weight") if key in tensors), None)
+    if head:
+        kwargs.setdefault("classes", tensors[head].shape[0])
     else:
         kwargs.setdefault("include_top", False)
     if "pre_logits.fc.weight" in tensors:
@@ -68,10 +75,15 @@ def load_timm_checkpoint(model_name, path, **kwargs):
 
 
 def load_into(model, path, include_top=True, tensors=None):
-    """Loads a timm ViT/hybrid state dict into an existing keras-vit model."""
+    """Loads a timm ViT, hybrid or Swin state dict into an existing keras-vit model."""
     if tensors is None:
         tensors = read_safetensors(path)
     _check_supported(tensors, path)
+    if any(key.startswith("layers.") for key in tensors):
+        weight_map = WeightMap(model, tensors, checkpoint_name=path)
+        map_timm_swin(weight_map, include_top)
+        weight_map.assign()
+        return
     is_hybrid = any(key.startswith("patch_embed.backbone.") for key in tensors)
     names = dataclasses.replace(_TIMM_VIT_NAMES, stem="patch_embed.backbone.") if is_hybrid else _TIMM_VIT_NAMES
     weight_map = WeightMap(model, tensors, checkpoint_name=path)

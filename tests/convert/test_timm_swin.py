@@ -1,0 +1,66 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from keras_vit.applications import SwinTransformer
+from keras_vit.convert import load_timm_checkpoint, load_weights
+from tests.conftest import to_numpy
+from tests.convert.test_transformers_swin import _save_swin
+
+
+def _to_timm(reference, merging_in_next_stage):
+    """transformers' Swin weights under timm's names (the reference computation stays transformers')."""
+    hf = {k: v for k, v in reference.state_dict().items()}
+    out = {}
+    for key, value in hf.items():
+        m = re.match(r"swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)", key)
+        if m:
+            stage, block, rest = m.groups()
+            prefix = f"layers.{stage}.blocks.{block}."
+            rest = (rest.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
+                    .replace("attention.o_proj", "attn.proj").replace("mlp.fc1", "mlp.fc1")
+                    .replace("attention.relative_position_bias.relative_position_bias_table",
+                             "attn.relative_position_bias_table"))
+            if rest.startswith("attention.q_proj"):
+                suffix = rest.split(".")[-1]
+                parts = [hf[f"swin.encoder.layers.{stage}.blocks.{block}.attention.{p}_proj.{suffix}"] for p in "qkv"]
+                out[prefix + "attn.qkv." + suffix] = torch.cat(parts, 0)
+                continue
+            if rest.startswith(("attention.k_proj", "attention.v_proj")):
+                continue
+            out[prefix + rest] = value
+            continue
+        m = re.match(r"swin\.encoder\.layers\.(\d+)\.downsample\.(.*)", key)
+        if m:
+            stage = int(m.group(1)) + int(merging_in_next_stage)
+            out[f"layers.{stage}.downsample.{m.group(2)}"] = value
+            continue
+        key = (key.replace("swin.embeddings.patch_embeddings.projection", "patch_embed.proj")
+               .replace("swin.embeddings.norm", "patch_embed.norm").replace("swin.layernorm", "norm"))
+        out[key.replace("classifier", "head.fc" if merging_in_next_stage else "head")] = value
+    out["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(16, 16, dtype=torch.int64)  # derived buffer
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("merging_in_next_stage", [True, False])
+def test_timm_swin_state_dict_matches_transformers(tmp_path, merging_in_next_stage):
+    reference = _save_swin(tmp_path / "hf")
+    save_file(_to_timm(reference, merging_in_next_stage), str(tmp_path / "swin.safetensors"))
+    model = SwinTransformer(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, patch_size=2,
+                            input_shape=(32, 32, 3), classes=5, include_preprocessing=False,
+                            classifier_activation=None)
+    load_weights(model, str(tmp_path / "swin.safetensors"))
+    images = np.random.RandomState(0).randn(2, 3, 32, 32).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(images)).logits.numpy()
+    np.testing.assert_allclose(to_numpy(model(np.transpose(images, (0, 2, 3, 1)))), expected, atol=1e-4)
+
+
+def test_timm_name_selects_swin_and_mismatch_is_reported(tmp_path):
+    reference = _save_swin(tmp_path / "hf")
+    save_file(_to_timm(reference, True), str(tmp_path / "swin.safetensors"))
+    with pytest.raises(ValueError, match="does not match model 'swin_t'"):
+        load_timm_checkpoint("swin_tiny_patch4_window7_224.ms_in1k", str(tmp_path / "swin.safetensors"))
