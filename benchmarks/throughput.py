@@ -52,11 +52,31 @@ MODES = ("infer", "train")
 IMPLS = ("keras_vit", "keras_hub")
 
 # keras-vit variants that keras-hub's ViTBackbone can express (class token, learned positions).
-BENCHMARKABLE = ("vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16", "vit_l32")
+BENCHMARKABLE = ("vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "swin_t", "swin_s", "swin_b")
+
+
+def hub_backbone(name, image_size):
+    """keras-hub's backbone of the same architecture as the keras-vit variant `name`."""
+    import keras_hub
+
+    from keras_vit.applications.swin import SWIN_VARIANTS
+
+    image_shape = (image_size, image_size, 3)
+    if name in SWIN_VARIANTS:
+        variant = SWIN_VARIANTS[name]
+        return keras_hub.models.SwinTransformerBackbone(
+            image_shape=image_shape,
+            embed_dim=variant["embed_dim"],
+            depths=variant["depths"],
+            num_heads=variant["num_heads"],
+            window_size=variant["window_size"],
+            drop_path=variant["drop_path_rate"],
+        )
+    return keras_hub.models.ViTBackbone(image_shape=image_shape, **hub_config(name))
 
 
 def hub_config(name):
-    """keras-hub `ViTBackbone` arguments for the keras-vit variant `name`."""
+    """keras-hub `ViTBackbone` arguments for the keras-vit ViT variant `name`."""
     from keras_vit.applications.vit import VIT_VARIANTS
 
     variant = VIT_VARIANTS[name]
@@ -187,9 +207,11 @@ def environment():
 
 
 def build_feature_models(name, image_size):
-    """(keras-vit, keras-hub) models mapping images to the (batch, tokens, hidden) sequence."""
+    """(keras-vit, keras-hub) models mapping images to their final features
+    (ViT: the token sequence; Swin: the last stage's tokens or feature map)."""
+    import math
+
     import keras
-    import keras_hub
 
     import keras_vit
 
@@ -201,26 +223,28 @@ def build_feature_models(name, image_size):
         include_preprocessing=False,
         input_shape=(image_size, image_size, 3),
     )
-    hub = keras_hub.models.ViTBackbone(image_shape=(image_size, image_size, 3), **hub_config(name))
-    if tuple(vit.output.shape[1:]) != tuple(hub.output.shape[1:]):
+    hub = hub_backbone(name, image_size)
+    if math.prod(vit.output.shape[1:]) != math.prod(hub.output.shape[1:]):
         raise RuntimeError(f"Output shapes differ: keras-vit {vit.output.shape}, keras-hub {hub.output.shape}")
     return {"keras_vit": vit, "keras_hub": hub}
 
 
-def build_train_model(features, classes=1000):
-    """features -> first (class) token -> Dense(classes) logits, compiled like the other impl."""
+def build_train_model(features, pool="first", classes=1000):
+    """features -> first token (ViT) or mean over positions (Swin) -> Dense(classes) logits."""
     import keras
 
-    class FirstToken(keras.layers.Layer):
-        def call(self, tokens):
-            return tokens[:, 0]
+    class Pool(keras.layers.Layer):
+        def call(self, features):
+            if pool == "first":
+                return features[:, 0]
+            return keras.ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
 
         def compute_output_shape(self, input_shape):
-            return (input_shape[0], input_shape[2])
+            return (input_shape[0], input_shape[-1])
 
     inputs = keras.Input(shape=features.input_shape[1:], name="images")
     x = features(inputs)
-    x = FirstToken(name="first_token")(x)
+    x = Pool(name="pool")(x)
     logits = keras.layers.Dense(classes, name="head")(x)
     model = keras.Model(inputs, logits, name=f"{features.name}_train")
     model.compile(
@@ -321,7 +345,7 @@ def run_backend(args):
                 models = features
                 calls = {impl: (lambda m=m: m.predict_on_batch(images)) for impl, m in models.items()}
             else:
-                models = {impl: build_train_model(m) for impl, m in features.items()}
+                models = {impl: build_train_model(m, pool="mean" if name.startswith("swin") else "first") for impl, m in features.items()}
                 calls = {impl: (lambda m=m: m.train_on_batch(images, labels)) for impl, m in models.items()}
             load_before = load_average()
             first, times = time_interleaved(calls, args.iters, args.warmup)

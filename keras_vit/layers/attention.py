@@ -32,6 +32,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             `(batch, heads, tokens, tokens)`; `True` means "may attend".
         return_attention_scores: also return the softmax weights
             `(batch, heads, tokens, tokens)`.
+        grouped_bias: `attention_bias` is `(groups, heads, tokens, tokens)` and
+            batch row `i` uses group `i % groups` (Swin's per-window masks), added
+            by broadcasting instead of tiling the bias over the batch.
 
     Returns `(batch, tokens, channels)`, plus the weights when asked.
     """
@@ -86,6 +89,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_bias=None,
         attention_mask=None,
         return_attention_scores=False,
+        grouped_bias=False,
         training=False,
     ):
         batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
@@ -95,8 +99,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query, key, value = (ops.reshape(part, heads_shape) for part in ops.split(self.qkv(inputs), 3, axis=-1))
         bias = combine_bias_and_mask(attention_bias, attention_mask, inputs.dtype)
         use_dropout = training and self.attention_dropout_rate > 0.0
-        if return_attention_scores or use_dropout:
-            outputs, scores = self._explicit_attention(query, key, value, bias, training)
+        if return_attention_scores or use_dropout or grouped_bias:
+            outputs, scores = self._explicit_attention(query, key, value, bias, training, grouped_bias)
         else:
             outputs = ops.dot_product_attention(query, key, value, bias=bias, scale=self.head_dim**-0.5)
             scores = None
@@ -106,12 +110,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return outputs, scores
         return outputs
 
-    def _explicit_attention(self, query, key, value, bias, training):
+    def _explicit_attention(self, query, key, value, bias, training, grouped_bias=False):
         """softmax(q k^T / sqrt(d) + bias) v, with the softmax in float32."""
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
         logits = ops.einsum("bqhd,bkhd->bhqk", query, key)
         logits = ops.cast(logits, "float32")
-        if bias is not None:
+        if bias is not None and grouped_bias:
+            groups, heads, queries, keys = bias.shape
+            grouped = ops.reshape(logits, (-1, groups, heads, queries, keys)) + ops.cast(bias, "float32")
+            logits = ops.reshape(grouped, (-1, heads, queries, keys))
+        elif bias is not None:
             logits = logits + ops.cast(bias, "float32")
         scores = ops.softmax(logits, axis=-1)
         weights = self.attention_dropout(ops.cast(scores, value.dtype), training=training)

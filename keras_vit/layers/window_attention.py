@@ -135,11 +135,10 @@ class WindowAttention(keras.layers.Layer):
             x = ops.roll(x, shift=(-shift, -shift), axis=(1, 2))
         windows = window_partition(x, m)
         bias = self.relative_position_bias.relative_bias()[None]  # (1, heads, M^2, M^2)
-        if self.window_mask is not None:
-            batch = ops.shape(inputs)[0]
-            bias = ops.cast(self.window_mask, bias.dtype) + bias  # (nW, heads, M^2, M^2)
-            bias = ops.reshape(ops.tile(bias[None], (batch, 1, 1, 1, 1)), (-1, self.num_heads, m * m, m * m))
-        windows = self.attention(windows, attention_bias=bias, training=training)
+        grouped = self.window_mask is not None
+        if grouped:
+            bias = ops.cast(self.window_mask, bias.dtype) + bias  # (nW, heads, M^2, M^2), one per window
+        windows = self.attention(windows, attention_bias=bias, grouped_bias=grouped, training=training)
         x = window_reverse(windows, m, padded_h, padded_w)
         if shift:
             x = ops.roll(x, shift=(shift, shift), axis=(1, 2))
