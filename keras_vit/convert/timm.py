@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from keras_vit.convert.swin_mapping import map_timm_swin
+from keras_vit.convert.swin_mapping import map_swin, timm_swin_names
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -81,7 +81,7 @@ def load_into(model, path, include_top=True, tensors=None):
     _check_supported(tensors, path)
     if any(key.startswith("layers.") for key in tensors):
         weight_map = WeightMap(model, tensors, checkpoint_name=path)
-        map_timm_swin(weight_map, include_top)
+        map_swin(weight_map, timm_swin_names(tensors), include_top)
         weight_map.assign()
         return
     is_hybrid = any(key.startswith("patch_embed.backbone.") for key in tensors)

@@ -4,7 +4,7 @@ import json
 import os
 import re
 
-from keras_vit.convert.swin_mapping import map_transformers_swin
+from keras_vit.convert.swin_mapping import TRANSFORMERS_SWIN, map_swin
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -159,7 +159,7 @@ def load_into(model, path, include_top=True, tensors=None, model_type=None):
         model_type = config.get("model_type")
     weight_map = WeightMap(model, tensors, checkpoint_name=path)
     if model_type == "swin":
-        map_transformers_swin(weight_map, include_top)
+        map_swin(weight_map, TRANSFORMERS_SWIN, include_top)
     else:
         map_vit(weight_map, _VIT_NAMES, include_top)
     weight_map.assign()
