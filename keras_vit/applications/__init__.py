@@ -6,7 +6,20 @@ from keras_vit.applications.hybrid import (
     ViTR50B16,
     ViTR50L32,
 )
-from keras_vit.applications.swin import SwinBase, SwinBase384, SwinLarge, SwinSmall, SwinTiny, SwinTransformer
+from keras_vit.applications.swin import (
+    SwinBase,
+    SwinBase384,
+    SwinLarge,
+    SwinSmall,
+    SwinTiny,
+    SwinTransformer,
+    SwinV2Base,
+    SwinV2BaseWindow16,
+    SwinV2Small,
+    SwinV2SmallWindow16,
+    SwinV2Tiny,
+    SwinV2TinyWindow16,
+)
 from keras_vit.applications.registry import create_model, get_constructor, list_models, register_model
 from keras_vit.applications.vit import (
     ViTBase8,

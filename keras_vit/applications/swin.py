@@ -1,8 +1,10 @@
-"""Swin Transformer (Liu et al., ICCV 2021): Swin-T/S/B/L.
+"""Swin Transformer (Liu et al., ICCV 2021) and Swin-V2 (Liu et al., CVPR 2022).
 
 A hierarchical transformer: 4x4 patches, stages of (shifted) window
 attention blocks with patch merging between them. One generic builder,
-`SwinTransformer`, reads the variant table below.
+`SwinTransformer`, reads the variant table below; `version=2` switches to
+V2's scaled cosine attention, continuous position bias, residual
+post-norm and reduce-then-normalize patch merging.
 """
 
 import keras
@@ -21,6 +23,22 @@ SWIN_VARIANTS = {
     ),
     "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=7, drop_path_rate=0.5),
 }
+_V2 = dict(version=2, default_size=256)
+for _window in (8, 16):
+    _suffix = "" if _window == 8 else f"_w{_window}"
+    SWIN_VARIANTS.update(
+        {
+            f"swinv2_t{_suffix}": dict(
+                embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.2, **_V2
+            ),
+            f"swinv2_s{_suffix}": dict(
+                embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.3, **_V2
+            ),
+            f"swinv2_b{_suffix}": dict(
+                embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=_window, drop_path_rate=0.5, **_V2
+            ),
+        }
+    )
 
 # ImageNet statistics in [0, 255], as the reference Swin models were trained.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -34,6 +52,8 @@ def SwinTransformer(
     window_size=7,
     patch_size=4,
     mlp_ratio=4.0,
+    version=1,
+    pretrained_window_sizes=None,
     *,
     include_top=True,
     weights=None,
@@ -55,6 +75,9 @@ def SwinTransformer(
 
     Args:
         embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio: the architecture.
+        version: 1 (Swin) or 2 (Swin-V2).
+        pretrained_window_sizes: Swin-V2 only: per stage, the window the weights
+            were pre-trained with when fine-tuning at a larger one (default: the same).
         include_top, weights, input_shape, classes, classifier_activation,
             include_preprocessing: as in `keras.applications` (inputs in [0, 255]
             normalized with ImageNet statistics when `include_preprocessing`).
@@ -74,6 +97,14 @@ def SwinTransformer(
         raise ValueError("include_top=True needs pooling='avg'; use include_top=False for the feature map.")
     if len(depths) != len(num_heads):
         raise ValueError(f"depths {depths} and num_heads {num_heads} need one entry per stage.")
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 (Swin) or 2 (Swin-V2), got {version!r}.")
+    if pretrained_window_sizes is not None and (version != 2 or len(pretrained_window_sizes) != len(depths)):
+        raise ValueError(
+            f"pretrained_window_sizes={pretrained_window_sizes} needs version=2 and one entry per stage ({len(depths)})."
+        )
+    pretrained_window_sizes = tuple(pretrained_window_sizes or (0,) * len(depths))
+    v2 = version == 2
     input_shape = tuple(input_shape or (default_size, default_size, 3))
     if len(input_shape) != 3 or input_shape[0] % patch_size or input_shape[1] % patch_size:
         raise ValueError(
@@ -101,10 +132,14 @@ def SwinTransformer(
                 drop_path_rate=float(next(rates)),
                 layer_norm_epsilon=layer_norm_epsilon,
                 mask_padding=mask_padding,
+                cosine_attention=v2,
+                position_bias="continuous" if v2 else "table",
+                pretrained_window_size=pretrained_window_sizes[stage],
+                post_norm=v2,
                 name=f"stage{stage}_block{block}",
             )(x)
         if stage < len(depths) - 1:
-            x = PatchMerging(layer_norm_epsilon=layer_norm_epsilon, name=f"stage{stage}_merging")(x)
+            x = PatchMerging(norm_after=v2, layer_norm_epsilon=layer_norm_epsilon, name=f"stage{stage}_merging")(x)
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
@@ -123,3 +158,10 @@ SwinSmall = make_constructor(SwinTransformer, "swin_s", "SwinSmall", "Swin-S", "
 SwinBase = make_constructor(SwinTransformer, "swin_b", "SwinBase", "Swin-B", "87,768,224 params", SWIN_VARIANTS["swin_b"])
 SwinBase384 = make_constructor(SwinTransformer, "swin_b_384", "SwinBase384", "Swin-B at 384 px, window 12", "87,903,584 params", SWIN_VARIANTS["swin_b_384"])
 SwinLarge = make_constructor(SwinTransformer, "swin_l", "SwinLarge", "Swin-L", "196,532,476 params", SWIN_VARIANTS["swin_l"])
+
+SwinV2Tiny = make_constructor(SwinTransformer, "swinv2_t", "SwinV2Tiny", "Swin-V2-T (256 px, window 8)", "28,347,154 params", SWIN_VARIANTS["swinv2_t"])
+SwinV2Small = make_constructor(SwinTransformer, "swinv2_s", "SwinV2Small", "Swin-V2-S (256 px, window 8)", "49,728,418 params", SWIN_VARIANTS["swinv2_s"])
+SwinV2Base = make_constructor(SwinTransformer, "swinv2_b", "SwinV2Base", "Swin-V2-B (256 px, window 8)", "87,918,816 params", SWIN_VARIANTS["swinv2_b"])
+SwinV2TinyWindow16 = make_constructor(SwinTransformer, "swinv2_t_w16", "SwinV2TinyWindow16", "Swin-V2-T (256 px, window 16)", "28,347,154 params", SWIN_VARIANTS["swinv2_t_w16"])
+SwinV2SmallWindow16 = make_constructor(SwinTransformer, "swinv2_s_w16", "SwinV2SmallWindow16", "Swin-V2-S (256 px, window 16)", "49,728,418 params", SWIN_VARIANTS["swinv2_s_w16"])
+SwinV2BaseWindow16 = make_constructor(SwinTransformer, "swinv2_b_w16", "SwinV2BaseWindow16", "Swin-V2-B (256 px, window 16)", "87,918,816 params", SWIN_VARIANTS["swinv2_b_w16"])

@@ -9,21 +9,23 @@ from keras_vit.convert.timm import load_timm_checkpoint
 from keras_vit.convert.transformers import load_transformers_checkpoint
 
 
-def load_weights(model, path):
+def load_weights(model, path, allow_resize=False):
     """Loads a local checkpoint into a keras-vit model built with the same architecture.
 
     `path` may be a transformers `save_pretrained` directory, a timm
     `.safetensors` state dict, or a Keras `.weights.h5` file. The model's
     head is filled only if it has one (a headless model skips the checkpoint's head).
+    `allow_resize` lets Swin relative position tables trained with another
+    window size be interpolated; without it that mismatch is a ValueError.
     """
     from keras_vit.convert import timm, transformers
 
     path = os.fspath(path)
     include_top = any(layer.name == "head" for layer in model.layers)
     if os.path.isdir(path):
-        transformers.load_into(model, path, include_top=include_top)
+        transformers.load_into(model, path, include_top=include_top, allow_resize=allow_resize)
     elif path.endswith(".safetensors"):
-        timm.load_into(model, path, include_top=include_top)
+        timm.load_into(model, path, include_top=include_top, allow_resize=allow_resize)
     elif path.endswith(".weights.h5"):
         if not os.path.isfile(path):
             raise ValueError(f"Weights file {path!r} does not exist.")

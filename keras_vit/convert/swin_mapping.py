@@ -6,6 +6,8 @@ mapping from there to our variables is shared.
 
 import dataclasses
 
+import numpy as np
+
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
 from keras_vit.layers.position_bias import resize_bias_table
 
@@ -16,6 +18,8 @@ class SwinNames:
 
     `block` is formatted with `stage` and `block`; `merging` with the stage
     whose merging it is stored under. Per-block names are relative to `block`.
+    The last group is Swin-V2's (`query_bias`/`value_bias` None: the biases
+    of separate q and v projections).
     """
 
     patch_projection: str
@@ -32,6 +36,11 @@ class SwinNames:
     final_norm: str
     head: str
     merging_in_next_stage: bool = False
+    logit_scale: str = None
+    cpb_hidden: str = None
+    cpb_output: str = None
+    query_bias: str = None
+    value_bias: str = None
 
 
 # What `save_pretrained` writes and the Hub's Swin checkpoints use.
@@ -49,6 +58,19 @@ TRANSFORMERS_SWIN = SwinNames(
     merging="swin.encoder.layers.{stage}.downsample.",
     final_norm="swin.layernorm",
     head="classifier",
+)
+
+TRANSFORMERS_SWINV2 = dataclasses.replace(
+    TRANSFORMERS_SWIN,
+    patch_projection="swinv2.embeddings.patch_embeddings.projection",
+    patch_norm="swinv2.embeddings.norm",
+    block="swinv2.encoder.layers.{stage}.blocks.{block}.",
+    bias_table=None,
+    merging="swinv2.encoder.layers.{stage}.downsample.",
+    final_norm="swinv2.layernorm",
+    logit_scale="attention.self.logit_scale",
+    cpb_hidden="attention.self.continuous_position_bias_mlp.0",
+    cpb_output="attention.self.continuous_position_bias_mlp.2",
 )
 
 # timm >= 0.9 stores patch merging at the start of the next stage and the head as `head.fc`.
@@ -70,20 +92,37 @@ TIMM_SWIN = SwinNames(
 )
 
 
+TIMM_SWINV2 = dataclasses.replace(
+    TIMM_SWIN,
+    bias_table=None,
+    logit_scale="attn.logit_scale",
+    cpb_hidden="attn.cpb_mlp.0",
+    cpb_output="attn.cpb_mlp.2",
+    query_bias="attn.q_bias",
+    value_bias="attn.v_bias",
+)
+
+
 def timm_swin_names(tensors):
-    """`TIMM_SWIN`, or the original layout (`layers.{i}.downsample`, `head`) when the state dict has it."""
+    """The timm layout of a Swin or Swin-V2 state dict: merging at the start of the next
+    stage and `head.fc` (timm >= 0.9), or the original `layers.{i}.downsample` and `head`."""
+    names = TIMM_SWINV2 if any(key.endswith("attn.logit_scale") for key in tensors) else TIMM_SWIN
     if any(key.startswith("layers.0.downsample.") for key in tensors):
-        return dataclasses.replace(TIMM_SWIN, head="head", merging_in_next_stage=False)
-    return TIMM_SWIN
+        return dataclasses.replace(names, head="head", merging_in_next_stage=False)
+    return names
 
 
-def map_swin(weight_map, names, include_top):
+def map_swin(weight_map, names, include_top, allow_resize=False):
     """Fills `weight_map` for a keras-vit `SwinTransformer` from a checkpoint named by `names`.
 
-    Derived buffers some checkpoints carry (`relative_position_index`, `attn_mask`) are ignored.
+    Swin bias tables of a checkpoint trained with another window size are
+    interpolated (bicubic) only with `allow_resize`; otherwise that is a
+    ValueError. A stage whose window was clamped to a smaller feature map takes
+    the exact centre of the table (its offsets are a subset). Derived buffers
+    (`relative_position_index`, `relative_coords_table`, `attn_mask`) are ignored.
     """
     model, take = weight_map.model, weight_map.take
-    weight_map.ignore(lambda key: key.endswith(("relative_position_index", "attn_mask")))
+    weight_map.ignore(lambda key: key.endswith(("relative_position_index", "relative_coords_table", "attn_mask")))
     weight_map.set("patch_embedding/kernel", take(names.patch_projection + ".weight", conv_kernel))
     weight_map.set("patch_embedding/bias", take(names.patch_projection + ".bias"))
     _norm(weight_map, "patch_norm", names.patch_norm)
@@ -97,14 +136,16 @@ def map_swin(weight_map, names, include_top):
             attention = f"{name}/window_attention/attention"
             qkv = [source + part for part in names.qkv]
             weight_map.set(f"{attention}/qkv/kernel", weight_map.take_concatenated([k + ".weight" for k in qkv], dense_kernel, axis=1))
-            if layer.qkv_bias:
+            if layer.cosine_attention:
+                _map_cosine_attention(weight_map, names, source, qkv, name, layer.qkv_bias)
+            elif layer.qkv_bias:
                 weight_map.set(f"{attention}/qkv/bias", weight_map.take_concatenated([k + ".bias" for k in qkv]))
             _dense(weight_map, f"{attention}/projection", source + names.attention_output)
-            window = layer.attention.relative_position_bias.window_size
-            weight_map.set(
-                f"{name}/window_attention/relative_position_bias/relative_position_bias_table",
-                take(source + names.bias_table, lambda table: resize_bias_table(table, window)),
-            )
+            if layer.position_bias == "table":
+                weight_map.set(
+                    f"{name}/window_attention/relative_position_bias/relative_position_bias_table",
+                    take(source + names.bias_table, lambda table: _fit_bias_table(table, layer, allow_resize, weight_map)),
+                )
             _dense(weight_map, f"{name}/mlp/fc1", source + names.fc1)
             _dense(weight_map, f"{name}/mlp/fc2", source + names.fc2)
         elif name.endswith("_merging"):
@@ -117,6 +158,42 @@ def map_swin(weight_map, names, include_top):
         _dense(weight_map, "head", names.head)
     else:
         weight_map.ignore(lambda key: key.startswith(names.head.split(".")[0] + "."))
+
+
+def _map_cosine_attention(weight_map, names, source, qkv, name, qkv_bias):
+    """Swin-V2's q/v biases, per-head logit scale and continuous-position-bias MLP."""
+    attention, take = f"{name}/window_attention/attention", weight_map.take
+    if qkv_bias:
+        query_bias = source + names.query_bias if names.query_bias else qkv[0] + ".bias"
+        value_bias = source + names.value_bias if names.value_bias else qkv[2] + ".bias"
+        weight_map.set(f"{attention}/query_bias", take(query_bias))
+        weight_map.set(f"{attention}/value_bias", take(value_bias))
+    weight_map.set(f"{attention}/logit_scale", take(source + names.logit_scale, lambda scale: scale.reshape(-1)))
+    bias = f"{name}/window_attention/continuous_position_bias"
+    _dense(weight_map, f"{bias}/hidden", source + names.cpb_hidden)
+    weight_map.set(f"{bias}/output/kernel", take(source + names.cpb_output + ".weight", dense_kernel))
+
+
+def _fit_bias_table(table, block, allow_resize, weight_map):
+    """The checkpoint's `((2w-1)^2, heads)` table for `block`'s window M (and its clamped window m);
+    None, with the problem reported, when w != M and resizing is not allowed."""
+    side = int(round(np.sqrt(table.shape[0])))
+    checkpoint_window = (side + 1) // 2
+    if checkpoint_window != block.window_size:
+        if not allow_resize:
+            weight_map.report(
+                f"the relative position tables were trained with window size {checkpoint_window}, but the model "
+                f"uses window_size={block.window_size}: build it with window_size={checkpoint_window}, or pass "
+                "allow_resize=True to interpolate the tables (bicubic; fine-tune afterwards)"
+            )
+            return None
+        table = resize_bias_table(table, block.window_size)
+    clamped = block.attention.relative_position_bias.window_size
+    if clamped == block.window_size:
+        return table
+    full, crop = 2 * block.window_size - 1, block.window_size - clamped
+    grid = table.reshape(full, full, -1)[crop : full - crop, crop : full - crop]
+    return grid.reshape(-1, table.shape[-1])
 
 
 def _dense(weight_map, path, source):

@@ -1,4 +1,4 @@
-"""Reads timm-format state dicts (`.safetensors`) of ViT and hybrid models."""
+"""Reads timm-format state dicts (`.safetensors`) of ViT, hybrid, Swin and Swin-V2 models."""
 
 import dataclasses
 
@@ -25,6 +25,12 @@ TIMM_NAMES = {
     "swin_base_patch4_window7_224": "swin_b",
     "swin_base_patch4_window12_384": "swin_b_384",
     "swin_large_patch4_window7_224": "swin_l",
+    "swinv2_tiny_window8_256": "swinv2_t",
+    "swinv2_small_window8_256": "swinv2_s",
+    "swinv2_base_window8_256": "swinv2_b",
+    "swinv2_tiny_window16_256": "swinv2_t_w16",
+    "swinv2_small_window16_256": "swinv2_s_w16",
+    "swinv2_base_window16_256": "swinv2_b_w16",
 }
 
 _TIMM_VIT_NAMES = ViTNames(
@@ -43,13 +49,15 @@ _TIMM_VIT_NAMES = ViTNames(
 )
 
 
-def load_timm_checkpoint(model_name, path, **kwargs):
+def load_timm_checkpoint(model_name, path, allow_resize=False, **kwargs):
     """Builds keras-vit's `model_name` and loads a timm state dict into it.
 
     Args:
         model_name: a keras-vit registry name ("vit_b16") or the timm name
             ("vit_base_patch16_224", with or without a ".tag" suffix).
         path: a `.safetensors` file as published for timm's models.
+        allow_resize: let Swin relative position tables be interpolated when the
+            model's `window_size` differs from the checkpoint's (otherwise a ValueError).
         **kwargs: constructor arguments (`input_shape`, `include_top`,
             `classes` if the checkpoint's head is not 1000-way, ...). The head
             size and pre-logits layer are read from the checkpoint when not given.
@@ -70,18 +78,18 @@ def load_timm_checkpoint(model_name, path, **kwargs):
     kwargs.setdefault("classifier_activation", None)
     _check_supported(tensors, path)
     model = create_model(name, **kwargs)
-    load_into(model, path, include_top=kwargs.get("include_top", True), tensors=tensors)
+    load_into(model, path, include_top=kwargs.get("include_top", True), tensors=tensors, allow_resize=allow_resize)
     return model
 
 
-def load_into(model, path, include_top=True, tensors=None):
-    """Loads a timm ViT, hybrid or Swin state dict into an existing keras-vit model."""
+def load_into(model, path, include_top=True, tensors=None, allow_resize=False):
+    """Loads a timm ViT, hybrid, Swin or Swin-V2 state dict into an existing keras-vit model."""
     if tensors is None:
         tensors = read_safetensors(path)
     _check_supported(tensors, path)
     if any(key.startswith("layers.") for key in tensors):
         weight_map = WeightMap(model, tensors, checkpoint_name=path)
-        map_swin(weight_map, timm_swin_names(tensors), include_top)
+        map_swin(weight_map, timm_swin_names(tensors), include_top, allow_resize=allow_resize)
         weight_map.assign()
         return
     is_hybrid = any(key.startswith("patch_embed.backbone.") for key in tensors)

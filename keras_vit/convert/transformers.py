@@ -4,7 +4,7 @@ import json
 import os
 import re
 
-from keras_vit.convert.swin_mapping import TRANSFORMERS_SWIN, map_swin
+from keras_vit.convert.swin_mapping import TRANSFORMERS_SWIN, TRANSFORMERS_SWINV2, map_swin
 from keras_vit.convert.vit_mapping import ViTNames, map_vit
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
 
@@ -55,17 +55,19 @@ def read_transformers_directory(path):
     tensors = {}
     for shard in shards:
         tensors.update(read_safetensors(os.path.join(path, shard)))
-    return config, _modernize(tensors)
+    return config, _modernize(tensors, config.get("model_type"))
 
 
-def _modernize(tensors):
-    """Prefixes bare ViTModel keys with `vit.` and renames pre-v5 layouts."""
+def _modernize(tensors, model_type):
+    """Prefixes the keys of bare backbones (`ViTModel`, `SwinModel`, ...) with the
+    classifier's base-model prefix and renames pre-v5 ViT layouts."""
     renamed = {}
     for key, value in tensors.items():
         if key.startswith(("embeddings.", "encoder.", "layers.", "layernorm.", "pooler.")):
-            key = "vit." + key
-        for pattern, replacement in _LEGACY_RENAMES:
-            key = re.sub(pattern, replacement, key)
+            key = f"{model_type}.{key}"
+        if model_type == "vit":
+            for pattern, replacement in _LEGACY_RENAMES:
+                key = re.sub(pattern, replacement, key)
         renamed[key] = value
     return renamed
 
@@ -94,11 +96,13 @@ def vit_kwargs_from_config(config, tensors):
     )
 
 
-def load_transformers_checkpoint(path, **kwargs):
+def load_transformers_checkpoint(path, allow_resize=False, **kwargs):
     """Builds the keras-vit model of a transformers checkpoint and loads every weight.
 
     Args:
         path: a directory written by `save_pretrained` (config.json + *.safetensors).
+        allow_resize: let Swin relative position tables be interpolated when
+            `window_size` is overridden (otherwise a ValueError).
         **kwargs: overrides of the architecture read from config.json, e.g.
             `input_shape=(384, 384, 3)` (position embeddings are interpolated),
             `include_top=False`, `classifier_activation="softmax"`,
@@ -114,7 +118,11 @@ def load_transformers_checkpoint(path, **kwargs):
 
     config, tensors = read_transformers_directory(path)
     model_type = config.get("model_type")
-    families = {"vit": (vit_kwargs_from_config, VisionTransformer), "swin": (swin_kwargs_from_config, SwinTransformer)}
+    families = {
+        "vit": (vit_kwargs_from_config, VisionTransformer),
+        "swin": (swin_kwargs_from_config, SwinTransformer),
+        "swinv2": (swin_kwargs_from_config, SwinTransformer),
+    }
     if model_type not in families:
         raise ValueError(
             f"{path!r} holds a {model_type!r} model; load_transformers_checkpoint supports: {sorted(families)}."
@@ -125,17 +133,24 @@ def load_transformers_checkpoint(path, **kwargs):
     options.update(kwargs)
     options.setdefault("name", model_type)
     model = builder(**options)
-    load_into(model, path, include_top=options["include_top"], tensors=tensors, model_type=model_type)
+    load_into(
+        model, path, include_top=options["include_top"], tensors=tensors, model_type=model_type, allow_resize=allow_resize
+    )
     return model
 
 
 def swin_kwargs_from_config(config, tensors):
-    """keras-vit `SwinTransformer` arguments equivalent to a transformers Swin config."""
+    """keras-vit `SwinTransformer` arguments equivalent to a transformers Swin or Swinv2 config."""
     if config.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"Unsupported Swin hidden_act {config.get('hidden_act')!r}; supported: 'gelu'.")
     image_size = config.get("image_size", 224)
     num_classes = tensors["classifier.weight"].shape[0] if "classifier.weight" in tensors else None
+    version = {}
+    if config["model_type"] == "swinv2":
+        pretrained = config.get("pretrained_window_sizes") or [0] * len(config["depths"])
+        version = dict(version=2, pretrained_window_sizes=tuple(pretrained) if any(pretrained) else None)
     return dict(
+        **version,
         embed_dim=config["embed_dim"],
         depths=tuple(config["depths"]),
         num_heads=tuple(config["num_heads"]),
@@ -152,14 +167,15 @@ def swin_kwargs_from_config(config, tensors):
     )
 
 
-def load_into(model, path, include_top=True, tensors=None, model_type=None):
-    """Loads a transformers ViT or Swin directory into an existing keras-vit model."""
+def load_into(model, path, include_top=True, tensors=None, model_type=None, allow_resize=False):
+    """Loads a transformers ViT, Swin or Swinv2 directory into an existing keras-vit model."""
     if tensors is None:
         config, tensors = read_transformers_directory(path)
         model_type = config.get("model_type")
     weight_map = WeightMap(model, tensors, checkpoint_name=path)
-    if model_type == "swin":
-        map_swin(weight_map, TRANSFORMERS_SWIN, include_top)
+    if model_type in ("swin", "swinv2"):
+        names = TRANSFORMERS_SWINV2 if model_type == "swinv2" else TRANSFORMERS_SWIN
+        map_swin(weight_map, names, include_top, allow_resize=allow_resize)
     else:
         map_vit(weight_map, _VIT_NAMES, include_top)
     weight_map.assign()

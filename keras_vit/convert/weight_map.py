@@ -42,6 +42,8 @@ class WeightMap:
         self.used = set()
         self.ignored = set()
         self.absent = []
+        self.problems = []
+        self.skipped = set()
 
     def take(self, key, transform=None):
         """The source tensor `key` (through `transform`), marked as used.
@@ -61,6 +63,11 @@ class WeightMap:
         parts = [self.take(key, transform) for key in keys]
         return None if any(part is None for part in parts) else np.concatenate(parts, axis=axis)
 
+    def report(self, problem):
+        """Adds a problem (said once) to the report `assign` raises."""
+        if problem not in self.problems:
+            self.problems.append(problem)
+
     def has(self, key):
         return key in self.source
 
@@ -69,18 +76,21 @@ class WeightMap:
         self.ignored.update(key for key in self.source if predicate(key))
 
     def set(self, path, array):
-        """Plans `array` for the variable at `path` (skipped if a source tensor was absent)."""
+        """Plans `array` for the variable at `path`; None (an absent or unfit tensor, already
+        reported) skips it."""
         if path not in self.variables:
             raise ValueError(f"{self.model.name} has no variable {path!r} (mapping bug or wrong architecture).")
-        if array is not None:
+        if array is None:
+            self.skipped.add(path)
+        else:
             self.targets[path] = np.asarray(array)
 
     def assign(self):
         """Checks coverage and shapes, then assigns every variable."""
-        problems = []
+        problems = list(self.problems)
         if self.absent:
             problems.append(f"tensors this model needs that the checkpoint lacks: {_short(self.absent)}")
-        missing = sorted(set(self.variables) - set(self.targets))
+        missing = sorted(set(self.variables) - set(self.targets) - self.skipped)
         if missing:
             problems.append(f"model variables with no tensor in the checkpoint: {_short(missing)}")
         unused = sorted(set(self.source) - self.used - self.ignored)

@@ -1,11 +1,11 @@
 """Keras layers of keras-vit: building blocks in pure `keras.ops`."""
 
-from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.layers.attention import CosineAttention, MultiHeadSelfAttention
 from keras_vit.layers.drop_path import StochasticDepth
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.patch_merging import PatchMerging
-from keras_vit.layers.position_bias import RelativePositionBias
+from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
 from keras_vit.layers.patch_embedding import PatchEmbedding, resize_position_embedding
 from keras_vit.layers.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D
 from keras_vit.layers.token_pooling import TokenPooling
@@ -14,6 +14,8 @@ from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.layers.window_attention import WindowAttention, window_partition, window_reverse
 
 __all__ = [
+    "ContinuousPositionBias",
+    "CosineAttention",
     "ImageNormalization",
     "MultiHeadSelfAttention",
     "Mlp",

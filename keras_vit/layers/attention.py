@@ -1,5 +1,7 @@
 """Multi-head self-attention with a fused qkv projection."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -93,16 +95,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         training=False,
     ):
         batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
-        heads_shape = (batch, tokens, self.num_heads, self.head_dim)
-        # Split on the channel axis rather than slicing a (B, N, 3, H, D) view: TensorFlow
-        # graphs copy each slice and build a zero-padded gradient for it.
-        query, key, value = (ops.reshape(part, heads_shape) for part in ops.split(self.qkv(inputs), 3, axis=-1))
+        query, key, value, scale = self._queries_keys_values(inputs)
         bias = combine_bias_and_mask(attention_bias, attention_mask, inputs.dtype)
         use_dropout = training and self.attention_dropout_rate > 0.0
         if return_attention_scores or use_dropout or grouped_bias:
-            outputs, scores = self._explicit_attention(query, key, value, bias, training, grouped_bias)
+            outputs, scores = self._explicit_attention(query, key, value, bias, scale, training, grouped_bias)
         else:
-            outputs = ops.dot_product_attention(query, key, value, bias=bias, scale=self.head_dim**-0.5)
+            outputs = ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
             scores = None
         outputs = ops.reshape(outputs, (batch, tokens, self.num_heads * self.head_dim))
         outputs = self.projection_dropout(self.projection(outputs), training=training)
@@ -110,9 +109,20 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return outputs, scores
         return outputs
 
-    def _explicit_attention(self, query, key, value, bias, training, grouped_bias=False):
-        """softmax(q k^T / sqrt(d) + bias) v, with the softmax in float32."""
-        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+    def _queries_keys_values(self, inputs):
+        """`(query, key, value, scale)`: three `(batch, tokens, heads, head_dim)` tensors
+        and the factor the logits `q . k` are multiplied by."""
+        batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        heads_shape = (batch, tokens, self.num_heads, self.head_dim)
+        # Split on the channel axis rather than slicing a (B, N, 3, H, D) view: TensorFlow
+        # graphs copy each slice and build a zero-padded gradient for it.
+        query, key, value = (ops.reshape(part, heads_shape) for part in ops.split(self.qkv(inputs), 3, axis=-1))
+        return query, key, value, self.head_dim**-0.5
+
+    def _explicit_attention(self, query, key, value, bias, scale, training, grouped_bias=False):
+        """softmax(scale * q k^T + bias) v, with the softmax in float32."""
+        if scale != 1.0:
+            query = query * ops.cast(scale, query.dtype)
         logits = ops.einsum("bqhd,bkhd->bhqk", query, key)
         logits = ops.cast(logits, "float32")
         if bias is not None and grouped_bias:
@@ -141,6 +151,52 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class CosineAttention(MultiHeadSelfAttention):
+    """Swin-V2's scaled cosine attention (Liu et al., CVPR 2022).
+
+    The logits are `cos(q, k) * exp(min(logit_scale, log(100)))`, with one
+    learned `logit_scale` per head initialised to log(10), so the temperature
+    never drops below 0.01. With `qkv_bias`, queries and values have biases and
+    keys have none (as in the reference code). The product still runs through
+    `keras.ops.dot_product_attention`: the per-head temperature is folded into
+    the unit-length queries and the kernel's own scale is 1.
+
+    Args and shapes: as `MultiHeadSelfAttention`.
+    """
+
+    def build(self, input_shape):
+        qkv_bias, self.qkv_bias = self.qkv_bias, False
+        super().build(input_shape)  # the fused qkv projection without a bias
+        self.qkv_bias = qkv_bias
+        channels = input_shape[-1]
+        if qkv_bias:
+            self.query_bias = self.add_weight(shape=(channels,), initializer="zeros", name="query_bias")
+            self.value_bias = self.add_weight(shape=(channels,), initializer="zeros", name="value_bias")
+        self.logit_scale = self.add_weight(
+            shape=(self.num_heads,), initializer=keras.initializers.Constant(math.log(10.0)), name="logit_scale"
+        )
+
+    def _queries_keys_values(self, inputs):
+        batch, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        heads_shape = (batch, tokens, self.num_heads, self.head_dim)
+        query, key, value = ops.split(self.qkv(inputs), 3, axis=-1)
+        if self.qkv_bias:
+            query, value = query + self.query_bias, value + self.value_bias
+        query, key, value = (ops.reshape(part, heads_shape) for part in (query, key, value))
+        temperature = ops.exp(ops.minimum(self.logit_scale, math.log(100.0)))
+        query = _unit_length(query) * ops.cast(temperature[:, None], query.dtype)
+        return query, _unit_length(key), value, 1.0
+
+
+def _unit_length(x, epsilon=1e-12):
+    """`x / max(||x||, epsilon)` over the last axis (torch's `F.normalize`), computed in
+    float32: zero vectors (window padding has no key bias) must stay 0 in float16 too."""
+    x32 = ops.cast(x, "float32")
+    norm = ops.sqrt(ops.sum(ops.square(x32), axis=-1, keepdims=True))
+    return ops.cast(x32 / ops.maximum(norm, epsilon), x.dtype)
 
 
 def combine_bias_and_mask(bias, mask, dtype):

@@ -60,6 +60,74 @@ class RelativePositionBias(keras.layers.Layer):
         return config
 
 
+def log_spaced_offsets(window_size, pretrained_window_size=0):
+    """`((2M-1)^2, 2)` float32 relative offsets of an M x M window, row-major, scaled
+    to [-8, 8] by `M - 1` (or `pretrained_window_size - 1`) and log-spaced:
+    `sign(x) * log2(|x| + 1) / log2(8)` (Swin-V2)."""
+    span = np.arange(-(window_size - 1), window_size, dtype=np.float64)
+    offsets = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
+    reference = pretrained_window_size if pretrained_window_size > 0 else window_size
+    if reference > 1:
+        offsets = offsets / (reference - 1)
+    offsets = offsets * 8.0
+    return (np.sign(offsets) * np.log2(np.abs(offsets) + 1.0) / np.log2(8.0)).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ContinuousPositionBias(keras.layers.Layer):
+    """Swin-V2's position bias: a small MLP of the (log-spaced) relative offset.
+
+    `16 * sigmoid(MLP(offset))` per head, with the MLP `2 -> hidden_dim (ReLU)
+    -> heads (no bias)`. Because the bias is a function of the offset rather
+    than a table entry, the same weights serve any window size.
+
+    Args:
+        window_size: M.
+        num_heads: attention heads.
+        pretrained_window_size: the window the weights were trained with, when
+            they are used at a larger one (offsets are scaled by it); 0 means M.
+        hidden_dim: width of the MLP (512).
+
+    `relative_bias()` returns the `(heads, M^2, M^2)` bias.
+    """
+
+    def __init__(self, window_size, num_heads, pretrained_window_size=0, hidden_dim=512, **kwargs):
+        super().__init__(**kwargs)
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.pretrained_window_size = pretrained_window_size
+        self.hidden_dim = hidden_dim
+        self.index = relative_position_index(window_size).reshape(-1)
+        self.offsets = log_spaced_offsets(window_size, pretrained_window_size)
+        self.hidden = keras.layers.Dense(hidden_dim, activation="relu", dtype=self.dtype_policy, name="hidden")
+        self.output_projection = keras.layers.Dense(num_heads, use_bias=False, dtype=self.dtype_policy, name="output")
+
+    def build(self, input_shape=None):
+        self.hidden.build((None, 2))
+        self.output_projection.build((None, self.hidden_dim))
+        self.built = True
+
+    def relative_bias(self):
+        """The bias `(heads, M^2, M^2)`, in (0, 16)."""
+        table = self.output_projection(self.hidden(ops.convert_to_tensor(self.offsets, self.compute_dtype)))
+        area = self.window_size * self.window_size
+        bias = ops.take(table, self.index, axis=0)
+        bias = ops.transpose(ops.reshape(bias, (area, area, self.num_heads)), (2, 0, 1))
+        return 16.0 * ops.sigmoid(bias)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "window_size": self.window_size,
+                "num_heads": self.num_heads,
+                "pretrained_window_size": self.pretrained_window_size,
+                "hidden_dim": self.hidden_dim,
+            }
+        )
+        return config
+
+
 def resize_bias_table(table, window_size, method="bicubic"):
     """Interpolates a `((2m-1)^2, heads)` table to `((2M-1)^2, heads)` for window M."""
     table = np.asarray(table, dtype=np.float32)

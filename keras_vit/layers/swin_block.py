@@ -11,8 +11,13 @@ from keras_vit.layers.window_attention import WindowAttention
 class SwinTransformerBlock(keras.layers.Layer):
     """`x + drop_path(window_attention(norm1(x)))`, then `x + drop_path(mlp(norm2(x)))`.
 
+    With `post_norm` (Swin-V2) the norms move after the branches:
+    `x + drop_path(norm1(window_attention(x)))`, `x + drop_path(norm2(mlp(x)))`.
+
     Args:
-        num_heads, window_size, shift_size, qkv_bias, mask_padding: as in `WindowAttention`.
+        num_heads, window_size, shift_size, qkv_bias, mask_padding, cosine_attention,
+            position_bias, pretrained_window_size: as in `WindowAttention`.
+        post_norm: Swin-V2's residual post-normalization.
         mlp_ratio: MLP width over the input width (4).
         dropout_rate, attention_dropout_rate, drop_path_rate: regularization.
         layer_norm_epsilon: LayerNorm epsilon (1e-5).
@@ -32,6 +37,10 @@ class SwinTransformerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-5,
         mask_padding=False,
+        cosine_attention=False,
+        position_bias="table",
+        pretrained_window_size=0,
+        post_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -45,6 +54,10 @@ class SwinTransformerBlock(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.mask_padding = mask_padding
+        self.cosine_attention = cosine_attention
+        self.position_bias = position_bias
+        self.pretrained_window_size = pretrained_window_size
+        self.post_norm = post_norm
         policy = self.dtype_policy
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm1")
         self.attention = WindowAttention(
@@ -55,6 +68,9 @@ class SwinTransformerBlock(keras.layers.Layer):
             attention_dropout_rate=attention_dropout_rate,
             projection_dropout_rate=dropout_rate,
             mask_padding=mask_padding,
+            cosine_attention=cosine_attention,
+            position_bias=position_bias,
+            pretrained_window_size=pretrained_window_size,
             dtype=policy,
             name="window_attention",
         )
@@ -71,6 +87,9 @@ class SwinTransformerBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=False):
+        if self.post_norm:
+            x = inputs + self.drop_path(self.norm1(self.attention(inputs, training=training)), training=training)
+            return x + self.drop_path(self.norm2(self.mlp(x, training=training)), training=training)
         x = inputs + self.drop_path(self.attention(self.norm1(inputs), training=training), training=training)
         return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
 
@@ -91,6 +110,10 @@ class SwinTransformerBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "mask_padding": self.mask_padding,
+                "cosine_attention": self.cosine_attention,
+                "position_bias": self.position_bias,
+                "pretrained_window_size": self.pretrained_window_size,
+                "post_norm": self.post_norm,
             }
         )
         return config

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.layers.position_bias import RelativePositionBias
+from keras_vit.layers.attention import CosineAttention, MultiHeadSelfAttention
+from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
 
 # Logit offset between tokens of different shift regions (the reference value).
 _REGION_MASK_VALUE = -100.0
@@ -60,6 +60,12 @@ class WindowAttention(keras.layers.Layer):
             `MultiHeadSelfAttention`.
         mask_padding: also mask the zero tokens added to reach a multiple of M.
             False matches the reference implementations, which attend to them.
+        cosine_attention: Swin-V2's scaled cosine attention (`CosineAttention`)
+            instead of scaled dot products.
+        position_bias: "table" (Swin's learned `(2M-1)^2 x heads` table) or
+            "continuous" (Swin-V2's `ContinuousPositionBias` MLP).
+        pretrained_window_size: for "continuous", the window the weights were
+            trained with when it differs from M (0: the same).
 
     Shape: `(batch, height, width, channels)` in and out.
     """
@@ -73,11 +79,16 @@ class WindowAttention(keras.layers.Layer):
         attention_dropout_rate=0.0,
         projection_dropout_rate=0.0,
         mask_padding=False,
+        cosine_attention=False,
+        position_bias="table",
+        pretrained_window_size=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}.")
+        if position_bias not in ("table", "continuous"):
+            raise ValueError(f"position_bias must be 'table' or 'continuous', got {position_bias!r}.")
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift_size = shift_size
@@ -85,7 +96,11 @@ class WindowAttention(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.projection_dropout_rate = projection_dropout_rate
         self.mask_padding = mask_padding
-        self.attention = MultiHeadSelfAttention(
+        self.cosine_attention = cosine_attention
+        self.position_bias = position_bias
+        self.pretrained_window_size = pretrained_window_size
+        attention_class = CosineAttention if cosine_attention else MultiHeadSelfAttention
+        self.attention = attention_class(
             num_heads,
             qkv_bias=qkv_bias,
             attention_dropout_rate=attention_dropout_rate,
@@ -102,9 +117,14 @@ class WindowAttention(keras.layers.Layer):
         self.effective_shift = 0 if min(height, width) <= self.window_size else self.shift_size
         m = self.effective_window
         self.padded_size = (-(-height // m) * m, -(-width // m) * m)
-        self.relative_position_bias = RelativePositionBias(
-            m, self.num_heads, dtype=self.dtype_policy, name="relative_position_bias"
-        )
+        if self.position_bias == "continuous":
+            self.relative_position_bias = ContinuousPositionBias(
+                m, self.num_heads, self.pretrained_window_size, dtype=self.dtype_policy, name="continuous_position_bias"
+            )
+        else:
+            self.relative_position_bias = RelativePositionBias(
+                m, self.num_heads, dtype=self.dtype_policy, name="relative_position_bias"
+            )
         self.relative_position_bias.build()
         self.attention.build((None, m * m, channels))
         self.window_mask = self._window_mask(height, width)
@@ -158,6 +178,9 @@ class WindowAttention(keras.layers.Layer):
                 "attention_dropout_rate": self.attention_dropout_rate,
                 "projection_dropout_rate": self.projection_dropout_rate,
                 "mask_padding": self.mask_padding,
+                "cosine_attention": self.cosine_attention,
+                "position_bias": self.position_bias,
+                "pretrained_window_size": self.pretrained_window_size,
             }
         )
         return config

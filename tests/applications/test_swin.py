@@ -8,7 +8,9 @@ from keras_vit.applications.complexity import measure
 from tests.conftest import to_numpy
 
 PARAMS = {"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swin_b_384": 87_903_584,
-          "swin_l": 196_532_476}
+          "swin_l": 196_532_476, "swinv2_t": 28_347_154, "swinv2_s": 49_728_418, "swinv2_b": 87_918_816,
+          # window 16 changes no weight: the continuous position bias is an MLP of the offset
+          "swinv2_t_w16": 28_347_154, "swinv2_s_w16": 49_728_418, "swinv2_b_w16": 87_918_816}
 
 
 @pytest.mark.slow
@@ -38,10 +40,15 @@ def test_bad_arguments():
         _tiny(pooling="token")
     with pytest.raises(ValueError, match="one entry per stage"):
         _tiny(num_heads=(2,))
+    with pytest.raises(ValueError, match="version must be 1"):
+        _tiny(version=3)
+    with pytest.raises(ValueError, match="needs version=2 and one entry per stage"):
+        _tiny(pretrained_window_sizes=(4, 4))
 
 
-def test_save_load_and_train(tmp_path):
-    model = _tiny(drop_path_rate=0.1)
+@pytest.mark.parametrize("version", [1, 2])
+def test_save_load_and_train(tmp_path, version):
+    model = _tiny(drop_path_rate=0.1, attention_dropout_rate=0.1, version=version)
     images = np.random.RandomState(0).rand(4, 32, 32, 3).astype("float32") * 255
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(images, np.arange(4) % 3, epochs=1, verbose=0)
@@ -56,3 +63,10 @@ def test_attention_memory_grows_linearly_for_swin_and_quadratically_for_vit():
            for s in (64, 128)]
     assert swin[1] == 4 * swin[0]  # M^2 * H * W
     assert vit[1] == 16 * vit[0]  # (H * W)^2
+
+
+def test_swinv2_runs_at_other_sizes_and_windows():
+    model = keras_vit.create_model("swinv2_t", input_shape=(96, 96, 3), include_top=False, pooling=None)
+    assert model(np.zeros((1, 96, 96, 3), "float32")).shape == (1, 3, 3, 768)
+    block = model.get_layer("stage3_block0").attention
+    assert block.effective_window == 3 and block.relative_position_bias.window_size == 3

@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit.layers import PatchMerging, RelativePositionBias, SwinTransformerBlock, WindowAttention
-from keras_vit.layers import window_partition, window_reverse
-from keras_vit.layers.position_bias import relative_position_index, resize_bias_table
+from keras_vit.layers import ContinuousPositionBias, CosineAttention, PatchMerging, RelativePositionBias
+from keras_vit.layers import SwinTransformerBlock, WindowAttention, window_partition, window_reverse
+from keras_vit.layers.position_bias import log_spaced_offsets, relative_position_index, resize_bias_table
 from keras_vit.layers.window_attention import shifted_window_mask
 from tests.conftest import naive_attention, to_numpy
 
@@ -95,6 +95,92 @@ def test_patch_merging_concatenates_2x2_in_reference_order():
     np.testing.assert_allclose(out, normed @ to_numpy(layer.reduction.kernel), atol=1e-4)
 
 
-@pytest.mark.parametrize("layer", [WindowAttention(2, 4, 2, mask_padding=True), SwinTransformerBlock(2, 4, 2), PatchMerging(True)])
+def test_cosine_attention_equals_naive_scaled_cosine_attention():
+    rng = np.random.RandomState(4)
+    x = rng.randn(2, 5, 8).astype("float32")
+    layer = CosineAttention(num_heads=2)
+    layer.build(x.shape)
+    layer.query_bias.assign(rng.randn(8).astype("float32"))
+    layer.value_bias.assign(rng.randn(8).astype("float32"))
+    layer.logit_scale.assign(np.array([1.0, 6.0], "float32"))  # the second head is clamped to log(100)
+    bias = rng.randn(2, 5, 5).astype("float32")
+    out = to_numpy(layer(x, attention_bias=bias[None]))
+    wqkv, wo, bo = (to_numpy(w) for w in (layer.qkv.kernel, layer.projection.kernel, layer.projection.bias))
+    qkv_bias = np.concatenate([to_numpy(layer.query_bias), np.zeros(8), to_numpy(layer.value_bias)])
+    for b in range(2):
+        qkv = x[b] @ wqkv + qkv_bias
+        heads = []
+        for h, temperature in enumerate([np.e, 100.0]):
+            q, k, v = (qkv[:, part * 8 + 4 * h : part * 8 + 4 * h + 4] for part in range(3))
+            cosine = np.array([[qi @ kj / np.linalg.norm(qi) / np.linalg.norm(kj) for kj in k] for qi in q])
+            logits = cosine * temperature + bias[h]
+            weights = np.exp(logits - logits.max(-1, keepdims=True))
+            heads.append((weights / weights.sum(-1, keepdims=True)) @ v)
+        np.testing.assert_allclose(out[b], np.concatenate(heads, -1) @ wo + bo, atol=1e-4)
+
+
+def test_cosine_attention_parameters_and_zero_keys():
+    layer = CosineAttention(num_heads=3)
+    layer.build((None, 4, 12))
+    # q and v biases, no k bias, one logit scale per head starting at log(10)
+    assert sorted(w.path.split("/")[-1] for w in layer.weights) == [
+        "bias", "kernel", "kernel", "logit_scale", "query_bias", "value_bias"]
+    np.testing.assert_allclose(to_numpy(layer.logit_scale), np.log(10.0) * np.ones(3), rtol=1e-6)
+    keras.config.set_dtype_policy("mixed_float16")
+    half = CosineAttention(num_heads=3)
+    assert np.isfinite(to_numpy(half(np.zeros((1, 4, 12), "float32")))).all()  # zero keys: no 0/0
+
+
+def test_continuous_position_bias_offsets_and_range():
+    offsets = log_spaced_offsets(3)  # window 3: offsets -2..2 scaled by 8/2 -> -8..8
+    assert offsets.shape == (25, 2)
+    np.testing.assert_allclose(offsets[0], [-np.log2(9.0) / 3.0] * 2, rtol=1e-6)  # offset -2 -> -8
+    np.testing.assert_allclose(offsets[12], [0.0, 0.0])
+    np.testing.assert_allclose(offsets[13], [0.0, np.log2(5.0) / 3.0], rtol=1e-6)  # offset 1 -> 4
+    np.testing.assert_allclose(log_spaced_offsets(5, pretrained_window_size=3)[-1], [np.log2(17) / 3] * 2, rtol=1e-6)  # offset 4 -> 16
+    layer = ContinuousPositionBias(window_size=4, num_heads=2)
+    layer.build()
+    bias = to_numpy(layer.relative_bias())
+    assert bias.shape == (2, 16, 16) and (bias > 0).all() and (bias < 16).all()
+    index = relative_position_index(4)
+    for a in range(16):
+        for b in range(16):  # a function of the offset only
+            same = np.argwhere(index == index[a, b])[0]
+            np.testing.assert_array_equal(bias[:, a, b], bias[:, same[0], same[1]])
+
+
+def test_continuous_bias_serves_any_window_with_the_same_weights():
+    small, large = ContinuousPositionBias(4, 2), ContinuousPositionBias(8, 2, pretrained_window_size=4)
+    small.build(), large.build()
+    large.set_weights(small.get_weights())
+    # with the pretrained window, offsets the small window knows get the same bias in the large one
+    small_bias, large_bias = to_numpy(small.relative_bias()), to_numpy(large.relative_bias())
+    np.testing.assert_allclose(large_bias[:, 0, 1], small_bias[:, 0, 1], rtol=1e-6)  # offset (0, -1)
+    np.testing.assert_allclose(large_bias[:, 0, 8 + 3], small_bias[:, 0, 4 + 3], rtol=1e-6)  # offset (-1, -3)
+
+
+def test_post_norm_block_normalizes_the_branches():
+    x = np.random.RandomState(5).randn(1, 4, 4, 8).astype("float32")
+    block = SwinTransformerBlock(2, 4, post_norm=True, cosine_attention=True, position_bias="continuous")
+    out = to_numpy(block(x))
+    attention = to_numpy(block.attention(x))
+    h = x + to_numpy(block.norm1(attention))
+    np.testing.assert_allclose(out, h + to_numpy(block.norm2(block.mlp(h))), atol=1e-5)
+    with pytest.raises(ValueError, match="position_bias must be"):
+        WindowAttention(2, 4, position_bias="learned")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        WindowAttention(2, 4, 2, mask_padding=True),
+        WindowAttention(2, 4, cosine_attention=True, position_bias="continuous", pretrained_window_size=3),
+        SwinTransformerBlock(2, 4, 2),
+        SwinTransformerBlock(2, 4, 2, post_norm=True, cosine_attention=True, position_bias="continuous"),
+        PatchMerging(True),
+        ContinuousPositionBias(4, 2, 3),
+        CosineAttention(2),
+    ],
+)
 def test_config_round_trip(layer):
     assert layer.__class__.from_config(layer.get_config()).get_config() == layer.get_config()
