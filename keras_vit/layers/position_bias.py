@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.layers.constant import device_constant
 from keras_vit.layers.patch_embedding import interpolation_matrix
 
 
@@ -34,7 +35,7 @@ class RelativePositionBias(keras.layers.Layer):
         super().__init__(**kwargs)
         self.window_size = window_size
         self.num_heads = num_heads
-        self.index = relative_position_index(window_size).reshape(-1)
+        self.index = device_constant(relative_position_index(window_size).reshape(-1))
 
     def build(self, input_shape=None):
         self.table = self.add_weight(
@@ -97,8 +98,8 @@ class ContinuousPositionBias(keras.layers.Layer):
         self.num_heads = num_heads
         self.pretrained_window_size = pretrained_window_size
         self.hidden_dim = hidden_dim
-        self.index = relative_position_index(window_size).reshape(-1)
-        self.offsets = log_spaced_offsets(window_size, pretrained_window_size)
+        self.index = device_constant(relative_position_index(window_size).reshape(-1))
+        self.offsets = device_constant(log_spaced_offsets(window_size, pretrained_window_size))
         self.hidden = keras.layers.Dense(hidden_dim, activation="relu", dtype=self.dtype_policy, name="hidden")
         self.output_projection = keras.layers.Dense(num_heads, use_bias=False, dtype=self.dtype_policy, name="output")
 
@@ -109,7 +110,7 @@ class ContinuousPositionBias(keras.layers.Layer):
 
     def relative_bias(self):
         """The bias `(heads, M^2, M^2)`, in (0, 16)."""
-        table = self.output_projection(self.hidden(ops.convert_to_tensor(self.offsets, self.compute_dtype)))
+        table = self.output_projection(self.hidden(ops.cast(self.offsets, self.compute_dtype)))
         area = self.window_size * self.window_size
         bias = ops.take(table, self.index, axis=0)
         bias = ops.transpose(ops.reshape(bias, (area, area, self.num_heads)), (2, 0, 1))

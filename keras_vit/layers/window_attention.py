@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_vit.layers.attention import CosineAttention, MultiHeadSelfAttention
+from keras_vit.layers.constant import device_constant
 from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
 
 # Logit offset between tokens of different shift regions (the reference value).
@@ -142,7 +143,7 @@ class WindowAttention(keras.layers.Layer):
             valid = np.roll(valid, (-self.effective_shift, -self.effective_shift), axis=(0, 1))
             valid = valid.reshape(padded_h // m, m, padded_w // m, m).transpose(0, 2, 1, 3).reshape(-1, 1, m * m)
             mask = mask + np.where(valid > 0, 0.0, -1e4).astype("float32")
-        return mask[:, None] if mask.any() else None
+        return device_constant(mask[:, None]) if mask.any() else None
 
     def call(self, inputs, training=False):
         _, height, width, channels = inputs.shape
