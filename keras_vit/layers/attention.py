@@ -16,8 +16,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     One dense layer computes queries, keys and values together; the product
     runs through `keras.ops.dot_product_attention`, so each backend may use its
-    fused kernel. The slower explicit path is taken only when attention
-    weights are requested or attention dropout is active.
+    fused kernel. The explicit path is taken when attention weights are
+    requested, attention dropout is active, the bias is grouped, or `fused=False`.
 
     Args:
         num_heads: number of attention heads; must divide the input width.
@@ -25,6 +25,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout_rate: dropout on the attention weights (training).
         projection_dropout_rate: dropout after the output projection.
         kernel_initializer: initializer of both projections' kernels.
+        fused: use `keras.ops.dot_product_attention` when nothing needs the
+            explicit path. False always computes the product with batched
+            matmuls, which is faster for the many short sequences of window
+            attention (Swin-T inference on CPU: JAX +12%, TF +2%, torch level).
 
     Call arguments:
         inputs: `(batch, tokens, channels)`.
@@ -48,10 +52,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout_rate=0.0,
         projection_dropout_rate=0.0,
         kernel_initializer="truncated_normal",
+        fused=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_heads = num_heads
+        self.fused = fused
         self.qkv_bias = qkv_bias
         self.attention_dropout_rate = attention_dropout_rate
         self.projection_dropout_rate = projection_dropout_rate
@@ -98,7 +104,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query, key, value, scale = self._queries_keys_values(inputs)
         bias = combine_bias_and_mask(attention_bias, attention_mask, inputs.dtype)
         use_dropout = training and self.attention_dropout_rate > 0.0
-        if return_attention_scores or use_dropout or grouped_bias:
+        if return_attention_scores or use_dropout or grouped_bias or not self.fused:
             outputs, scores = self._explicit_attention(query, key, value, bias, scale, training, grouped_bias)
         else:
             outputs = ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
@@ -120,11 +126,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return query, key, value, self.head_dim**-0.5
 
     def _explicit_attention(self, query, key, value, bias, scale, training, grouped_bias=False):
-        """softmax(scale * q k^T + bias) v, with the softmax in float32."""
+        """softmax(scale * q k^T + bias) v as batched matmuls in `(batch, heads, tokens, dim)`
+        layout, with the softmax in float32. Returns `(batch, tokens, heads, dim)` and the weights."""
+        query, key, value = (ops.transpose(part, (0, 2, 1, 3)) for part in (query, key, value))
         if scale != 1.0:
             query = query * ops.cast(scale, query.dtype)
-        logits = ops.einsum("bqhd,bkhd->bhqk", query, key)
-        logits = ops.cast(logits, "float32")
+        logits = ops.cast(ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))), "float32")
         if bias is not None and grouped_bias:
             groups, heads, queries, keys = bias.shape
             grouped = ops.reshape(logits, (-1, groups, heads, queries, keys)) + ops.cast(bias, "float32")
@@ -133,7 +140,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             logits = logits + ops.cast(bias, "float32")
         scores = ops.softmax(logits, axis=-1)
         weights = self.attention_dropout(ops.cast(scores, value.dtype), training=training)
-        outputs = ops.einsum("bhqk,bkhd->bqhd", weights, value)
+        outputs = ops.transpose(ops.matmul(weights, value), (0, 2, 1, 3))
         return outputs, scores
 
     def compute_output_shape(self, input_shape):
@@ -148,6 +155,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "attention_dropout_rate": self.attention_dropout_rate,
                 "projection_dropout_rate": self.projection_dropout_rate,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "fused": self.fused,
             }
         )
         return config
