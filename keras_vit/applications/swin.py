@@ -105,12 +105,7 @@ def SwinTransformer(
         )
     pretrained_window_sizes = tuple(pretrained_window_sizes or (0,) * len(depths))
     v2 = version == 2
-    input_shape = tuple(input_shape or (default_size, default_size, 3))
-    if len(input_shape) != 3 or input_shape[0] % patch_size or input_shape[1] % patch_size:
-        raise ValueError(
-            f"input_shape {input_shape} must be (height, width, channels) with height and width "
-            f"divisible by the patch size {patch_size}."
-        )
+    input_shape = _check_input_shape(tuple(input_shape or (default_size, default_size, 3)), patch_size)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     if include_preprocessing:
@@ -151,6 +146,24 @@ def SwinTransformer(
 
         load_weights(model, weights)
     return model
+
+
+def _check_input_shape(input_shape, patch_size):
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape {input_shape} must be (height, width, channels); images are channels_last.")
+    height, width, _ = input_shape
+    if not all(isinstance(side, int) for side in (height, width)):
+        raise ValueError(
+            f"input_shape {input_shape}: Swin needs a fixed height and width, because its window "
+            "masks are built for one size. Build the model with the size you will feed, e.g. "
+            "input_shape=(224, 224, 3); models of other sizes share weights via get_weights/set_weights."
+        )
+    if height < patch_size or width < patch_size or height % patch_size or width % patch_size:
+        raise ValueError(
+            f"input_shape {input_shape}: height and width must be positive multiples of the patch size "
+            f"{patch_size}, e.g. {max(patch_size, round(height / patch_size) * patch_size)}."
+        )
+    return input_shape
 
 
 SwinTiny = make_constructor(SwinTransformer, "swin_t", "SwinTiny", "Swin-T", "28,288,354 params", SWIN_VARIANTS["swin_t"])

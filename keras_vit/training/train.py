@@ -9,8 +9,10 @@ import time
 
 import keras
 
-# Weights that decoupled weight decay must leave alone (matched against variable names).
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "class_token", "position_embedding"]
+# Weights that decoupled weight decay must leave alone, matched against variable names
+# (q/v biases included) and, for layers whose weights have generic names, paths.
+NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "class_token", "position_embedding", "relative_position_bias_table", "logit_scale"]
+NO_WEIGHT_DECAY_LAYERS = ["continuous_position_bias"]
 
 
 @dataclasses.dataclass
@@ -34,13 +36,18 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps):
     )
 
 
-def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0):
+def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None):
     """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on
-    biases, norms, class tokens and position embeddings."""
+    biases, norms, class tokens, position embeddings, relative position tables,
+    Swin-V2's logit scales and (given the `model`) its continuous-position-bias MLPs."""
     optimizer = keras.optimizers.AdamW(
         learning_rate=warmup_cosine_schedule(learning_rate, total_steps, warmup_steps), weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, global_clipnorm=clip_norm
     )
-    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    skipped = [] if model is None else [
+        variable for variable in model.trainable_weights
+        if any(f"{layer}/" in variable.path for layer in NO_WEIGHT_DECAY_LAYERS)
+    ]
+    optimizer.exclude_from_weight_decay(var_list=skipped, var_names=NO_WEIGHT_DECAY)
     return optimizer
 
 
@@ -100,7 +107,7 @@ def train(
         **(model_kwargs or {}),
     )
     network.compile(
-        optimizer=build_optimizer(learning_rate, weight_decay, steps * epochs, steps * warmup_epochs),
+        optimizer=build_optimizer(learning_rate, weight_decay, steps * epochs, steps * warmup_epochs, model=network),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

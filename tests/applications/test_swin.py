@@ -34,8 +34,12 @@ def test_any_size_divisible_by_the_patch_runs(size):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="divisible by the patch size 2"):
+    with pytest.raises(ValueError, match="positive multiples of the patch size 2, e.g. 32"):
         _tiny(input_shape=(33, 33, 3))
+    with pytest.raises(ValueError, match="needs a fixed height and width"):
+        _tiny(input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="positive multiples"):
+        _tiny(input_shape=(0, 0, 3))
     with pytest.raises(ValueError, match="pooling must be 'avg' or None"):
         _tiny(pooling="token")
     with pytest.raises(ValueError, match="one entry per stage"):
