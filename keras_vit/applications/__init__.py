@@ -1,5 +1,14 @@
 """keras.applications-style constructors and the model registry."""
 
+from keras_vit.applications.attention_resnet import (
+    NonLocalResNet50,
+    NonLocalResNet50Blocks10,
+    NonLocalResNet101,
+    ResNet,
+    ResNet50,
+    ResNet101,
+    SelfAttentionResNet50,
+)
 from keras_vit.applications.hybrid import (
     HybridVisionTransformer,
     ViTR26S32,
@@ -20,6 +29,7 @@ from keras_vit.applications.swin import (
     SwinV2Tiny,
     SwinV2TinyWindow16,
 )
+from keras_vit.applications.lrnet import LRNet26, LRNet50, LRNet101
 from keras_vit.applications.registry import create_model, get_constructor, list_models, register_model
 from keras_vit.applications.vit import (
     ViTBase8,

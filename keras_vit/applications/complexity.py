@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 
-from keras_vit.layers import MultiHeadSelfAttention
+from keras_vit.layers import LocalRelation, MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
 
 
 @dataclasses.dataclass
@@ -45,7 +45,10 @@ def measure(model):
 
     Every layer call is recorded with its input and output shapes; dense and
     convolution layers contribute `kernel size x output positions`
-    multiply-adds, attention layers `2 x heads x queries x keys x head_dim`.
+    multiply-adds, attention layers `2 x heads x queries x keys x head_dim`,
+    non-local and SAGAN blocks `queries x keys x (key width + value width)`,
+    local relation layers `k^2 x (C + key channels)` per output pixel (their
+    1x1 convolutions are counted as dense layers).
     """
     records = []
     images = np.zeros((1,) + tuple(model.input_shape[1:]), dtype="float32")
@@ -64,7 +67,32 @@ def measure(model):
             elements += count
             macs += 2 * count * layer.head_dim
             attention_layers.append((layer.name, layer.num_heads, tokens, tokens))
+        elif isinstance(layer, (NonLocalBlock, SelfAttention2D)):
+            queries, keys, query_width, value_width = _global_attention_shape(layer, inputs)
+            count = inputs.shape[0] * queries * keys
+            elements += count
+            macs += count * (query_width + value_width)
+            attention_layers.append((layer.name, 1, queries, keys))
+        elif isinstance(layer, LocalRelation):
+            # per output pixel and window cell: one relation per key channel, one product per channel
+            area, pixels = layer.kernel_size**2, _positions(outputs)
+            count = pixels * layer.groups * area
+            elements += count
+            macs += pixels * area * (layer.channels + layer.groups * layer.key_channels_per_group)
+            attention_layers.append((layer.name, layer.groups, pixels // outputs.shape[0], area))
     return Complexity(model.count_params(), macs, elements, attention_layers)
+
+
+def _global_attention_shape(layer, inputs):
+    """`(queries, keys, query/key width, value width)` of a non-local or SAGAN block."""
+    spatial = [int(d) for d in inputs.shape[1:-1]]
+    queries = math.prod(spatial)
+    if isinstance(layer, NonLocalBlock):
+        pooled = [size // pool for size, pool in zip(spatial, layer.pool_size)] if layer.sub_sample else spatial
+        width = inputs.shape[-1] if layer.mode == "gaussian" else layer.bottleneck
+        return queries, math.prod(pooled), (0 if layer.mode == "concatenation" else width), layer.bottleneck
+    keys = queries // 4 if layer.pool_keys else queries
+    return queries, keys, layer.resolved_key_channels, layer.resolved_value_channels
 
 
 def _positions(tensor):

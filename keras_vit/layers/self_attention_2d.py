@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vit.layers.spectral_conv import SpectralConv2D
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class SelfAttention2D(keras.layers.Layer):
@@ -22,14 +24,12 @@ class SelfAttention2D(keras.layers.Layer):
         value_channels: width of values; default C // 2.
         pool_keys: max-pool keys and values 2x2 (4x fewer key positions). Needs
             even H and W (a ValueError names the odd size otherwise).
-        spectral_normalization: wrap every convolution in
-            `keras.layers.SpectralNormalization` (one power iteration per
-            training call; its `u` vector updates only with `training=True`).
-            Keras's wrapper writes `W / sigma` into the kernel when training, and
-            inference uses the stored kernel. Under JAX's `fit` (stateless calls)
-            that write is dropped: `u` updates and the training forward uses
-            `W / sigma`, but the stored kernel stays unnormalized, so inference
-            with `training=False` sees the raw kernel. TF and torch keep it.
+        spectral_normalization: make every convolution a `SpectralConv2D`
+            (kernel divided by its largest singular value on every call; one
+            power iteration per training call updates its `u` vector). Keras's
+            own `SpectralNormalization` is not used: it writes `W / sigma` into
+            the kernel while training, a write JAX's stateless `fit` drops, so
+            JAX inference would see the raw kernel.
 
     Memory: the attention matrix is `(batch, H*W, H*W / 4)` with `pool_keys`,
     `(batch, H*W, H*W)` without.
@@ -82,9 +82,8 @@ class SelfAttention2D(keras.layers.Layer):
         self.resolved_value_channels = value_channels
 
         def conv(filters, name, shape):
-            layer = keras.layers.Conv2D(filters, 1, use_bias=False, dtype=self.dtype_policy, name=name)
-            if self.spectral_normalization:
-                layer = keras.layers.SpectralNormalization(layer, dtype=self.dtype_policy, name=f"{name}_sn")
+            conv_class = SpectralConv2D if self.spectral_normalization else keras.layers.Conv2D
+            layer = conv_class(filters, 1, use_bias=False, dtype=self.dtype_policy, name=name)
             layer.build(shape)
             return layer
 
@@ -94,6 +93,9 @@ class SelfAttention2D(keras.layers.Layer):
         self.output_conv = conv(channels, "output_conv", (None, height, width, value_channels))  # v
         self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
         self.built = True
+
+    def _apply(self, conv, x, training):
+        return conv(x, training=training) if self.spectral_normalization else conv(x)
 
     def _pool(self, x):
         if not self.pool_keys:
@@ -106,14 +108,14 @@ class SelfAttention2D(keras.layers.Layer):
         def flatten(x):
             return ops.reshape(x, (batch, -1, x.shape[-1]))
 
-        queries = flatten(self.query(inputs, training=training))  # (B, N, key_channels)
-        keys = flatten(self._pool(self.key(inputs, training=training)))  # (B, N', key_channels)
-        values = flatten(self._pool(self.value(inputs, training=training)))  # (B, N', value_channels)
+        queries = flatten(self._apply(self.query, inputs, training))  # (B, N, key_channels)
+        keys = flatten(self._pool(self._apply(self.key, inputs, training)))  # (B, N', key_channels)
+        values = flatten(self._pool(self._apply(self.value, inputs, training)))  # (B, N', value_channels)
         logits = ops.cast(ops.matmul(queries, ops.transpose(keys, (0, 2, 1))), "float32")
         weights = ops.cast(ops.softmax(logits, axis=-1), values.dtype)
         attended = ops.matmul(weights, values)  # (B, N, value_channels)
         attended = ops.reshape(attended, tuple(ops.shape(inputs)[:-1]) + (self.resolved_value_channels,))
-        outputs = self.output_conv(attended, training=training)
+        outputs = self._apply(self.output_conv, attended, training)
         return inputs + ops.cast(self.gamma, outputs.dtype) * outputs
 
     def compute_output_shape(self, input_shape):

@@ -3,14 +3,13 @@ import numpy as np
 import pytest
 
 from keras_vit.layers.self_attention_2d import SelfAttention2D
+from keras_vit.layers.spectral_conv import SpectralConv2D
 from tests.conftest import to_numpy
 
 
 def conv_kernel(conv):
-    """The `(C_in, C_out)` matrix of a 1x1 `Conv2D`, unwrapping `SpectralNormalization`."""
-    if isinstance(conv, keras.layers.SpectralNormalization):
-        conv = conv.layer
-    kernel = to_numpy(conv.kernel)
+    """The `(C_in, C_out)` matrix a 1x1 `Conv2D` applies (`W / sigma` for a `SpectralConv2D`)."""
+    kernel = to_numpy(conv.normalized_kernel()[0] if isinstance(conv, SpectralConv2D) else conv.kernel)
     assert kernel.shape[:2] == (1, 1) and conv.bias is None
     return kernel[0, 0]
 
@@ -83,7 +82,7 @@ def test_spectral_normalization_updates_u_and_normalizes_kernels_when_training()
     layer = SelfAttention2D(spectral_normalization=True)
     layer.build(x.shape)
     convs = [layer.query, layer.key, layer.value, layer.output_conv]
-    assert all(isinstance(conv, keras.layers.SpectralNormalization) for conv in convs)
+    assert all(isinstance(conv, SpectralConv2D) for conv in convs)
     u_before = [to_numpy(conv.vector_u).copy() for conv in convs]
     layer(x, training=False)
     assert all(np.array_equal(to_numpy(conv.vector_u), u) for conv, u in zip(convs, u_before))
@@ -92,6 +91,21 @@ def test_spectral_normalization_updates_u_and_normalizes_kernels_when_training()
     assert not any(np.array_equal(to_numpy(conv.vector_u), u) for conv, u in zip(convs, u_before))
     for conv in convs:
         assert abs(_spectral_norm(conv) - 1.0) < 1e-2
+
+
+def test_spectral_normalization_survives_fit_on_every_backend():
+    # Keras' own SpectralNormalization writes W / sigma into the kernel while training, a
+    # write JAX's stateless fit drops; SpectralConv2D divides on every call instead.
+    rng = np.random.RandomState(5)
+    inputs = keras.Input((4, 4, 16))
+    block = SelfAttention2D(spectral_normalization=True)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(block(inputs)))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    model.fit(rng.randn(8, 4, 4, 16).astype("float32"), rng.randn(8, 2).astype("float32"), epochs=60, verbose=0)
+    for conv in (block.query, block.key, block.value, block.output_conv):
+        assert abs(_spectral_norm(conv) - 1.0) < 1e-2
+        assert np.linalg.svd(to_numpy(conv.kernel)[0, 0], compute_uv=False)[0] > 1.1  # W itself is not rescaled
 
 
 @pytest.mark.parametrize("spectral_normalization", [False, True])

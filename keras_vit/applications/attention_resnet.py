@@ -1,0 +1,190 @@
+"""ResNets with attention: Non-local ResNet-50 (Wang et al., CVPR 2018) and a general
+builder that inserts `NonLocalBlock` or `SelfAttention2D` after chosen residual blocks.
+
+`ResNet` is the one generic builder of the ResNet family here; LR-Net
+(`lrnet.py`) is the same builder with local relation layers in place of the
+3x3 convs. Blocks are ResNet v1.5 bottlenecks (stride on the 3x3 conv, convs
+without bias), so a plain `resnet50` has torchvision's 25,557,032 parameters.
+"""
+
+import keras
+
+from keras_vit.applications.vit import make_constructor
+from keras_vit.layers import ImageNormalization
+from keras_vit.layers.bottleneck import Bottleneck
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+# Non-local placements in res3 (stage 1, 4 blocks) and res4 (stage 2, 6 blocks) of ResNet-50.
+NL_5_BLOCKS = {1: (1, 3), 2: (1, 3, 5)}  # every second block: 2 + 3
+NL_10_BLOCKS = {1: (0, 1, 2, 3), 2: (0, 1, 2, 3, 4, 5)}  # every block: 4 + 6
+
+RESNET_VARIANTS = {
+    "resnet50": dict(depths=(3, 4, 6, 3)),
+    "resnet101": dict(depths=(3, 4, 23, 3)),
+    "nl_resnet50": dict(depths=(3, 4, 6, 3), attention="non_local", attention_blocks=NL_5_BLOCKS),
+    "nl_resnet50_10": dict(depths=(3, 4, 6, 3), attention="non_local", attention_blocks=NL_10_BLOCKS),
+    "nl_resnet101": dict(depths=(3, 4, 23, 3), attention="non_local", attention_blocks=NL_5_BLOCKS),
+    "sa_resnet50": dict(depths=(3, 4, 6, 3), attention="self_attention", attention_blocks=NL_5_BLOCKS),
+}
+
+_ATTENTION_DEFAULTS = {"non_local": dict(sub_sample=True), "self_attention": dict()}
+
+
+def _attention_layer(kind, name, options):
+    if kind == "non_local":
+        from keras_vit.layers.non_local import NonLocalBlock
+
+        return NonLocalBlock(name=name, **options)
+    from keras_vit.layers.self_attention_2d import SelfAttention2D
+
+    return SelfAttention2D(name=name, **options)
+
+
+def _check_attention_blocks(attention, attention_blocks, depths):
+    if attention is None:
+        if attention_blocks:
+            raise ValueError("attention_blocks needs attention='non_local' or 'self_attention'.")
+        return {}
+    if attention not in _ATTENTION_DEFAULTS:
+        raise ValueError(f"attention must be None, 'non_local' or 'self_attention', got {attention!r}.")
+    if not attention_blocks:
+        raise ValueError(
+            f"attention={attention!r} needs attention_blocks, e.g. {NL_5_BLOCKS} (stage -> block indices)."
+        )
+    for stage, blocks in attention_blocks.items():
+        if not 0 <= stage < len(depths) or any(not 0 <= block < depths[stage] for block in blocks):
+            raise ValueError(
+                f"attention_blocks {attention_blocks} names a block that does not exist: "
+                f"stages 0..{len(depths) - 1} have {list(depths)} blocks."
+            )
+    return {stage: set(blocks) for stage, blocks in attention_blocks.items()}
+
+
+def ResNet(
+    depths=(3, 4, 6, 3),
+    widths=(64, 128, 256, 512),
+    filters=(256, 512, 1024, 2048),
+    stem="conv",
+    spatial="conv",
+    kernel_size=3,
+    channels_per_group=8,
+    attention=None,
+    attention_blocks=None,
+    attention_options=None,
+    *,
+    include_top=True,
+    weights=None,
+    input_shape=None,
+    classes=1000,
+    classifier_activation="softmax",
+    pooling="avg",
+    include_preprocessing=True,
+    dropout_rate=0.0,
+    zero_init_residual=False,
+    default_size=224,
+    name="resnet",
+):
+    """Builds a bottleneck ResNet, optionally with attention blocks or local relation layers.
+
+    Args:
+        depths: bottlenecks per stage (ResNet-50: 3, 4, 6, 3).
+        widths, filters: bottleneck and output channels per stage.
+        stem: "conv" (7x7/2 conv) or "local_relation" (1x1 conv, then a
+            `kernel_size` local relation layer with stride 2, as LR-Net).
+            Either is followed by BatchNorm, ReLU and a 3x3/2 max pool.
+        spatial: "conv" (3x3) or "local_relation" in every bottleneck.
+        kernel_size: of the local relation layers (the convs' is 3).
+        channels_per_group: m of the local relation layers: one int, or one per
+            stage (each must divide that stage's width).
+        attention: None, "non_local" (`NonLocalBlock`) or "self_attention"
+            (`SelfAttention2D`), inserted after the blocks in `attention_blocks`.
+        attention_blocks: `{stage: block indices}`, stages counted from 0 (res2).
+        attention_options: keyword arguments of the attention layer
+            (NonLocalBlock default here: `sub_sample=True`, as Wang et al.).
+        include_top, weights, input_shape, classes, classifier_activation,
+            include_preprocessing: as in `keras.applications` (raw [0, 255]
+            inputs normalized with ImageNet statistics when `include_preprocessing`).
+        pooling: "avg", "max", or None (with `include_top=False`) for the feature map.
+        dropout_rate: dropout before the classifier.
+        zero_init_residual: start each block's last BatchNorm gamma at 0.
+
+    Output: `(batch, classes)`, `(batch, filters[-1])`, or `(batch, h/32, w/32, filters[-1])`.
+    """
+    if not len(depths) == len(widths) == len(filters):
+        raise ValueError(f"depths {depths}, widths {widths} and filters {filters} need one entry per stage.")
+    if stem not in ("conv", "local_relation"):
+        raise ValueError(f"stem must be 'conv' or 'local_relation', got {stem!r}.")
+    if pooling not in ("avg", "max", None):
+        raise ValueError(f"pooling must be 'avg', 'max' or None, got {pooling!r}.")
+    if include_top and pooling is None:
+        raise ValueError("include_top=True needs pooling='avg' or 'max'; use include_top=False for the feature map.")
+    placements = _check_attention_blocks(attention, attention_blocks, depths)
+    groups = tuple(channels_per_group) if isinstance(channels_per_group, (tuple, list)) else (channels_per_group,) * len(depths)
+    if len(groups) != len(depths):
+        raise ValueError(f"channels_per_group {channels_per_group} needs one entry per stage ({len(depths)}).")
+    options = {**_ATTENTION_DEFAULTS.get(attention, {}), **(attention_options or {})}
+    input_shape = tuple(input_shape or (default_size, default_size, 3))
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape {input_shape} must be (height, width, channels); images are channels_last.")
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    if include_preprocessing:
+        x = ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="preprocessing")(x)
+    x = _stem(x, stem, kernel_size, groups[-1])
+    for stage, (depth, width, out, m) in enumerate(zip(depths, widths, filters, groups)):
+        for block in range(depth):
+            x = Bottleneck(
+                out,
+                width,
+                strides=2 if stage > 0 and block == 0 else 1,
+                spatial=spatial,
+                kernel_size=kernel_size if spatial == "local_relation" else 3,
+                channels_per_group=m,
+                zero_init_residual=zero_init_residual,
+                name=f"stage{stage}_block{block}",
+            )(x)
+            if block in placements.get(stage, ()):
+                x = _attention_layer(attention, f"stage{stage}_block{block}_{attention}", options)(x)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pooling")(x)
+    if include_top:
+        x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        from keras_vit.convert import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+def _stem(x, stem, kernel_size, channels_per_group):
+    if stem == "conv":
+        x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
+        x = keras.layers.Conv2D(64, 7, strides=2, use_bias=False, kernel_initializer="he_normal", name="stem_conv")(x)
+    else:
+        from keras_vit.layers.local_relation import LocalRelation
+
+        x = keras.layers.Conv2D(64, 1, use_bias=False, kernel_initializer="he_normal", name="stem_conv")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_conv_bn")(x)
+        x = keras.layers.ReLU(name="stem_conv_relu")(x)
+        x = LocalRelation(
+            64, kernel_size=kernel_size, strides=2, channels_per_group=channels_per_group, name="stem_local_relation"
+        )(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+
+
+ResNet50 = make_constructor(ResNet, "resnet50", "ResNet50", "ResNet-50 (v1.5)", "25,557,032 params", RESNET_VARIANTS["resnet50"])
+ResNet101 = make_constructor(ResNet, "resnet101", "ResNet101", "ResNet-101 (v1.5)", "44,549,160 params", RESNET_VARIANTS["resnet101"])
+NonLocalResNet50 = make_constructor(ResNet, "nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["nl_resnet50"])
+NonLocalResNet50Blocks10 = make_constructor(ResNet, "nl_resnet50_10", "NonLocalResNet50Blocks10", "ResNet-50 with 10 non-local blocks (every block of res3 and res4)", "", RESNET_VARIANTS["nl_resnet50_10"])
+NonLocalResNet101 = make_constructor(ResNet, "nl_resnet101", "NonLocalResNet101", "ResNet-101 with 5 non-local blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["nl_resnet101"])
+SelfAttentionResNet50 = make_constructor(ResNet, "sa_resnet50", "SelfAttentionResNet50", "ResNet-50 with 5 SAGAN self-attention blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["sa_resnet50"])
