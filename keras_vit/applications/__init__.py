@@ -22,6 +22,8 @@ from keras_vit.applications.swin import (
     SwinSmall,
     SwinTiny,
     SwinTransformer,
+)
+from keras_vit.applications.swin_v2 import (
     SwinV2Base,
     SwinV2BaseWindow16,
     SwinV2Small,

@@ -133,7 +133,7 @@ def ResNet(
     x = inputs
     if include_preprocessing:
         x = ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="preprocessing")(x)
-    x = _stem(x, stem, kernel_size, groups[-1])
+    x = _stem(x, stem, kernel_size, groups[-1])  # the paper's m (res2's may be smaller to divide its width)
     for stage, (depth, width, out, m) in enumerate(zip(depths, widths, filters, groups)):
         for block in range(depth):
             x = Bottleneck(
@@ -182,9 +182,9 @@ def _stem(x, stem, kernel_size, channels_per_group):
     return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
 
-ResNet50 = make_constructor(ResNet, "resnet50", "ResNet50", "ResNet-50 (v1.5)", "25,557,032 params", RESNET_VARIANTS["resnet50"])
-ResNet101 = make_constructor(ResNet, "resnet101", "ResNet101", "ResNet-101 (v1.5)", "44,549,160 params", RESNET_VARIANTS["resnet101"])
-NonLocalResNet50 = make_constructor(ResNet, "nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["nl_resnet50"])
-NonLocalResNet50Blocks10 = make_constructor(ResNet, "nl_resnet50_10", "NonLocalResNet50Blocks10", "ResNet-50 with 10 non-local blocks (every block of res3 and res4)", "", RESNET_VARIANTS["nl_resnet50_10"])
-NonLocalResNet101 = make_constructor(ResNet, "nl_resnet101", "NonLocalResNet101", "ResNet-101 with 5 non-local blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["nl_resnet101"])
-SelfAttentionResNet50 = make_constructor(ResNet, "sa_resnet50", "SelfAttentionResNet50", "ResNet-50 with 5 SAGAN self-attention blocks (res3: 2, res4: 3)", "", RESNET_VARIANTS["sa_resnet50"])
+ResNet50 = make_constructor(ResNet, "resnet50", "ResNet50", "ResNet-50 (v1.5)", "25,557,032 trainable params", RESNET_VARIANTS["resnet50"])
+ResNet101 = make_constructor(ResNet, "resnet101", "ResNet101", "ResNet-101 (v1.5)", "44,549,160 trainable params", RESNET_VARIANTS["resnet101"])
+NonLocalResNet50 = make_constructor(ResNet, "nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", "32,915,496 trainable params", RESNET_VARIANTS["nl_resnet50"])
+NonLocalResNet50Blocks10 = make_constructor(ResNet, "nl_resnet50_10", "NonLocalResNet50Blocks10", "ResNet-50 with 10 non-local blocks (every block of res3 and res4)", "40,273,960 trainable params", RESNET_VARIANTS["nl_resnet50_10"])
+NonLocalResNet101 = make_constructor(ResNet, "nl_resnet101", "NonLocalResNet101", "ResNet-101 with 5 non-local blocks (res3: 2, res4: 3)", "51,907,624 trainable params", RESNET_VARIANTS["nl_resnet101"])
+SelfAttentionResNet50 = make_constructor(ResNet, "sa_resnet50", "SelfAttentionResNet50", "ResNet-50 with 5 SAGAN self-attention blocks (res3: 2, res4: 3)", "30,144,557 trainable params", RESNET_VARIANTS["sa_resnet50"])

@@ -28,6 +28,6 @@ LRNET_VARIANTS = {
     "lrnet101": dict(depths=(3, 4, 23, 3), **_LRNET),
 }
 
-LRNet26 = make_constructor(ResNet, "lrnet26", "LRNet26", "LR-Net-26 (7x7, m=8)", "", LRNET_VARIANTS["lrnet26"])
-LRNet50 = make_constructor(ResNet, "lrnet50", "LRNet50", "LR-Net-50 (7x7, m=8)", "", LRNET_VARIANTS["lrnet50"])
-LRNet101 = make_constructor(ResNet, "lrnet101", "LRNet101", "LR-Net-101 (7x7, m=8)", "", LRNET_VARIANTS["lrnet101"])
+LRNet26 = make_constructor(ResNet, "lrnet26", "LRNet26", "LR-Net-26 (7x7, m=8)", "14,628,670 trainable params", LRNET_VARIANTS["lrnet26"])
+LRNet50 = make_constructor(ResNet, "lrnet50", "LRNet50", "LR-Net-50 (7x7, m=8)", "23,410,288 trainable params", LRNET_VARIANTS["lrnet50"])
+LRNet101 = make_constructor(ResNet, "lrnet101", "LRNet101", "LR-Net-101 (7x7, m=8)", "40,853,104 trainable params", LRNET_VARIANTS["lrnet101"])

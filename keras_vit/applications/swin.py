@@ -4,7 +4,8 @@ A hierarchical transformer: 4x4 patches, stages of (shifted) window
 attention blocks with patch merging between them. One generic builder,
 `SwinTransformer`, reads the variant table below; `version=2` switches to
 V2's scaled cosine attention, continuous position bias, residual
-post-norm and reduce-then-normalize patch merging.
+post-norm and reduce-then-normalize patch merging (the V2 variants are in
+`swin_v2.py`).
 """
 
 import keras
@@ -23,23 +24,6 @@ SWIN_VARIANTS = {
     ),
     "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=7, drop_path_rate=0.5),
 }
-_V2 = dict(version=2, default_size=256)
-for _window in (8, 16):
-    _suffix = "" if _window == 8 else f"_w{_window}"
-    SWIN_VARIANTS.update(
-        {
-            f"swinv2_t{_suffix}": dict(
-                embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.2, **_V2
-            ),
-            f"swinv2_s{_suffix}": dict(
-                embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.3, **_V2
-            ),
-            f"swinv2_b{_suffix}": dict(
-                embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=_window, drop_path_rate=0.5, **_V2
-            ),
-        }
-    )
-
 # ImageNet statistics in [0, 255], as the reference Swin models were trained.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -171,10 +155,3 @@ SwinSmall = make_constructor(SwinTransformer, "swin_s", "SwinSmall", "Swin-S", "
 SwinBase = make_constructor(SwinTransformer, "swin_b", "SwinBase", "Swin-B", "87,768,224 params", SWIN_VARIANTS["swin_b"])
 SwinBase384 = make_constructor(SwinTransformer, "swin_b_384", "SwinBase384", "Swin-B at 384 px, window 12", "87,903,584 params", SWIN_VARIANTS["swin_b_384"])
 SwinLarge = make_constructor(SwinTransformer, "swin_l", "SwinLarge", "Swin-L", "196,532,476 params", SWIN_VARIANTS["swin_l"])
-
-SwinV2Tiny = make_constructor(SwinTransformer, "swinv2_t", "SwinV2Tiny", "Swin-V2-T (256 px, window 8)", "28,347,154 params", SWIN_VARIANTS["swinv2_t"])
-SwinV2Small = make_constructor(SwinTransformer, "swinv2_s", "SwinV2Small", "Swin-V2-S (256 px, window 8)", "49,728,418 params", SWIN_VARIANTS["swinv2_s"])
-SwinV2Base = make_constructor(SwinTransformer, "swinv2_b", "SwinV2Base", "Swin-V2-B (256 px, window 8)", "87,918,816 params", SWIN_VARIANTS["swinv2_b"])
-SwinV2TinyWindow16 = make_constructor(SwinTransformer, "swinv2_t_w16", "SwinV2TinyWindow16", "Swin-V2-T (256 px, window 16)", "28,347,154 params", SWIN_VARIANTS["swinv2_t_w16"])
-SwinV2SmallWindow16 = make_constructor(SwinTransformer, "swinv2_s_w16", "SwinV2SmallWindow16", "Swin-V2-S (256 px, window 16)", "49,728,418 params", SWIN_VARIANTS["swinv2_s_w16"])
-SwinV2BaseWindow16 = make_constructor(SwinTransformer, "swinv2_b_w16", "SwinV2BaseWindow16", "Swin-V2-B (256 px, window 16)", "87,918,816 params", SWIN_VARIANTS["swinv2_b_w16"])

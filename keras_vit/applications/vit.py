@@ -171,13 +171,12 @@ def _per_channel(values, channels):
     return list(values) if channels == len(values) else [float(np.mean(values))] * channels
 
 
-_CONSTRUCTOR_DOC = """Builds {title} ({params} with a 1000-class head).
+_CONSTRUCTOR_DOC = """Builds {title}{params}.
 
-    Same arguments as `VisionTransformer` without the architecture ones:
-    `include_top`, `weights`, `input_shape` (default {size}x{size}x3), `classes`,
-    `classifier_activation`, `pooling`, `include_preprocessing`,
-    `representation_size`, `dropout_rate`, `attention_dropout_rate`,
-    `drop_path_rate`, `name`.
+    Takes the keras.applications arguments of `{builder}` (`include_top`,
+    `weights`, `input_shape` (default {size}x{size}x3), `classes`,
+    `classifier_activation`, `pooling`, `include_preprocessing`, `name`) and its
+    regularization knobs; the architecture is fixed to `{registry_name}`'s.
     """
 
 
@@ -190,7 +189,11 @@ def make_constructor(builder, registry_name, function_name, title, params, confi
 
     constructor.__name__ = constructor.__qualname__ = function_name
     constructor.__doc__ = _CONSTRUCTOR_DOC.format(
-        title=title, params=params, size=config.get("default_size", 224)
+        title=title,
+        params=f" ({params} with a 1000-class head)" if params else "",
+        builder=builder.__name__,
+        size=config.get("default_size", 224),
+        registry_name=registry_name,
     )
     register_model(registry_name, constructor)
     return constructor
