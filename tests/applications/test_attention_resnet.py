@@ -5,7 +5,7 @@ import pytest
 import keras_vit
 from keras_vit.applications.attention_resnet import NL_5_BLOCKS, ResNet
 from keras_vit.layers.bottleneck import Bottleneck
-from tests.conftest import to_numpy
+from tests.conftest import assert_trains_and_round_trips, to_numpy
 
 
 def _trainable(model):
@@ -65,13 +65,7 @@ def test_bottleneck_matches_its_definition():
 
 
 def test_save_load_and_train(tmp_path):
-    model = _tiny(zero_init_residual=True)
-    images = np.random.RandomState(0).rand(4, 32, 32, 3).astype("float32") * 255
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(images, np.arange(4) % 3, epochs=1, verbose=0)
-    model.save(tmp_path / "resnet.keras")
-    restored = keras.saving.load_model(tmp_path / "resnet.keras")
-    np.testing.assert_allclose(to_numpy(restored(images)), to_numpy(model(images)), atol=1e-5)
+    assert_trains_and_round_trips(_tiny(zero_init_residual=True), tmp_path / "resnet.keras")
 
 
 @pytest.mark.slow

@@ -1,11 +1,10 @@
-import keras
 import numpy as np
 import pytest
 
 import keras_vit
 from keras_vit.applications import SwinTransformer
 from keras_vit.applications.complexity import measure
-from tests.conftest import to_numpy
+from tests.conftest import assert_trains_and_round_trips
 
 PARAMS = {"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swin_b_384": 87_903_584,
           "swin_l": 196_532_476, "swinv2_t": 28_347_154, "swinv2_s": 49_728_418, "swinv2_b": 87_918_816,
@@ -52,13 +51,7 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_save_load_and_train(tmp_path, version):
-    model = _tiny(drop_path_rate=0.1, attention_dropout_rate=0.1, version=version)
-    images = np.random.RandomState(0).rand(4, 32, 32, 3).astype("float32") * 255
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(images, np.arange(4) % 3, epochs=1, verbose=0)
-    model.save(tmp_path / "swin.keras")
-    restored = keras.saving.load_model(tmp_path / "swin.keras")
-    np.testing.assert_allclose(to_numpy(restored(images)), to_numpy(model(images)), atol=1e-5)
+    assert_trains_and_round_trips(_tiny(drop_path_rate=0.1, attention_dropout_rate=0.1, version=version), tmp_path / "swin.keras")
 
 
 def test_attention_memory_grows_linearly_for_swin_and_quadratically_for_vit():
