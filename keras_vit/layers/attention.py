@@ -45,6 +45,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Returns `(batch, tokens, channels)`, plus the weights when asked.
     """
 
+    _fused_qkv_bias = True  # the qkv Dense carries the q, k and v biases
+
     def __init__(
         self,
         num_heads,
@@ -79,7 +81,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.head_dim = channels // self.num_heads
         self.qkv = keras.layers.Dense(
             3 * channels,
-            use_bias=self.qkv_bias,
+            use_bias=self.qkv_bias and self._fused_qkv_bias,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name="qkv",
@@ -175,12 +177,13 @@ class CosineAttention(MultiHeadSelfAttention):
     Args and shapes: as `MultiHeadSelfAttention`.
     """
 
+    # q and v get their own biases below; the fused projection has none (k has no bias).
+    _fused_qkv_bias = False
+
     def build(self, input_shape):
-        qkv_bias, self.qkv_bias = self.qkv_bias, False
-        super().build(input_shape)  # the fused qkv projection without a bias
-        self.qkv_bias = qkv_bias
+        super().build(input_shape)
         channels = input_shape[-1]
-        if qkv_bias:
+        if self.qkv_bias:
             self.query_bias = self.add_weight(shape=(channels,), initializer="zeros", name="query_bias")
             self.value_bias = self.add_weight(shape=(channels,), initializer="zeros", name="value_bias")
         self.logit_scale = self.add_weight(
