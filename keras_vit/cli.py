@@ -16,11 +16,16 @@ def _train(args):
         image_size=args.image_size,
         batch_size=args.batch_size,
         epochs=args.epochs,
+        recipe=args.recipe,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        ema_momentum=args.ema,
         output_dir=output_dir,
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
+        checkpoint_every=args.checkpoint_every,
         min_crop_scale=args.min_crop_scale,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -54,6 +59,24 @@ def _info(args):
         )
 
 
+def _recipes(args):
+    from keras_vit.training import RECIPES
+
+    print(f"{'recipe':26} {'lr@batch':>13} {'wd':>5} {'warmup':>6} {'clip':>4} {'RandAug':>7} {'mixup':>5} "
+          f"{'cutmix':>6} {'erase':>5} {'smooth':>6} {'dropout':>7} {'droppath':>8}")
+    for recipe in RECIPES.values():
+        aug = recipe.augmentation
+        randaugment = f"{aug.randaugment_layers}x{aug.randaugment_magnitude:g}" if aug.randaugment_layers else "-"
+        print(f"{recipe.name:26} {recipe.learning_rate:>8g}@{recipe.reference_batch_size:<4} {recipe.weight_decay:>5g} "
+              f"{recipe.warmup_fraction:>6.1%} {recipe.clip_norm:>4g} {randaugment:>7} {aug.mixup_alpha:>5g} "
+              f"{aug.cutmix_alpha:>6g} {aug.random_erasing:>5g} {recipe.label_smoothing:>6g} "
+              f"{_or_model(recipe.dropout_rate):>7} {_or_model(recipe.drop_path_rate):>8}")
+
+
+def _or_model(value):
+    return "model" if value is None else f"{value:g}"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-vit", description="Vision transformers for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,14 +88,27 @@ def build_parser():
     train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate after warmup")
-    train.add_argument("--weight-decay", type=float, default=0.05, help="decoupled AdamW weight decay")
+    train.add_argument("--recipe", default="baseline",
+                       help="training recipe: augreg-<none|light1|...|strong2>[-reg][-wd0.1|-wd0.03], swin, baseline "
+                            "(keras-vit recipes lists them)")
+    train.add_argument("--learning-rate", type=float, default=None,
+                       help="peak learning rate after warmup (default: the recipe's, scaled to --batch-size)")
+    train.add_argument("--weight-decay", type=float, default=None, help="decoupled AdamW weight decay (default: the recipe's)")
+    train.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (default: the recipe's share of the run)")
+    train.add_argument("--label-smoothing", type=float, default=None, help="default: the recipe's")
+    train.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                       help="keep an exponential moving average of the weights (e.g. 0.9999); it replaces them at the end")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="checkpoint every STEPS steps too (epochs always are); rerun the same command to resume")
     train.add_argument("--min-crop-scale", type=float, default=None,
                        help="smallest area fraction of the random resized crop (default 0.08; 0.5 for shapes)")
     train.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
     train.add_argument("--output-dir", default=None, help="where model.keras, history.json, curves.png go")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
+
+    recipes = commands.add_parser("recipes", help="list the training recipes and their settings")
+    recipes.set_defaults(handler=_recipes)
 
     info = commands.add_parser("info", help="parameters, GFLOPs and attention memory of a model")
     info.add_argument("model", nargs="?", help="registry name, e.g. vit_b16")
@@ -92,12 +128,17 @@ def _info_or_list(args):
 
 
 def main(argv=None):
+    from keras_vit.training.callbacks import NonFiniteLossError
+
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except ValueError as error:
         print(f"keras-vit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"keras-vit {args.command}: training stopped: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -82,6 +82,7 @@ def load_dataset(
     eval_crop_fraction=0.875,
     label_mode="int",
     drop_remainder=None,
+    augmentation=None,
 ):
     """Builds a batched classification dataset.
 
@@ -114,6 +115,9 @@ def load_dataset(
         label_mode: `"int"` (int32 labels `(batch,)`) or `"categorical"`
             (float32 one-hot labels `(batch, num_classes)`).
         drop_remainder: drop the last partial batch. Defaults to `training`.
+        augmentation: an `augment.Augmentation` (RandAugment, random erasing,
+            MixUp, CutMix), applied when `training`. MixUp and CutMix mix
+            labels, so they need `label_mode="categorical"`.
 
     Returns:
         `(dataset, info)`: a `tf.data.Dataset` of `(images, labels)` batches,
@@ -131,6 +135,15 @@ def load_dataset(
     )
     if drop_remainder is None:
         drop_remainder = training
+    augment_image = mix_batch = None
+    if training and augmentation is not None:
+        if augmentation.mixes_labels and label_mode != "categorical":
+            raise ValueError(
+                f"{augmentation} mixes the labels of image pairs (MixUp/CutMix), which needs "
+                "one-hot labels: pass label_mode='categorical' (and a categorical loss)."
+            )
+        augment_image = augmentation.image_function(seed)
+        mix_batch = augmentation.batch_function(seed)
     folder = os.path.expanduser(name)
     if os.path.isdir(folder):
         source = _folder_source(folder, split)
@@ -155,6 +168,8 @@ def load_dataset(
                 image, image_size, crop_scale, crop_ratio, crop_seed
             )
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            if augment_image is not None:
+                image = augment_image(image)
         else:
             image = _center_crop(image, image_size, eval_crop_fraction)
         label = tf.cast(label, tf.int32)
@@ -177,6 +192,8 @@ def load_dataset(
     else:
         dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if mix_batch is not None:
+        dataset = dataset.map(mix_batch, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     info = DatasetInfo(
         name=name,

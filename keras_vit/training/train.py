@@ -2,12 +2,16 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 
 import keras
+
+from keras_vit.training.callbacks import StopOnNonFiniteLoss, TrainingCheckpoint, restore_checkpoint
+from keras_vit.training.recipes import get_recipe
 
 # Weights that decoupled weight decay must leave alone, matched against variable names
 # (q/v biases included) and, for layers whose weights have generic names, paths.
@@ -36,12 +40,20 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps):
     )
 
 
-def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None):
+def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None, ema_momentum=None, beta_2=0.999):
     """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on
     biases, norms, class tokens, position embeddings, relative position tables,
-    Swin-V2's logit scales and (given the `model`) its continuous-position-bias MLPs."""
+    Swin-V2's logit scales and (given the `model`) its continuous-position-bias MLPs.
+    `ema_momentum` keeps an exponential moving average of the weights, which
+    replaces them when `fit` ends."""
     optimizer = keras.optimizers.AdamW(
-        learning_rate=warmup_cosine_schedule(learning_rate, total_steps, warmup_steps), weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, global_clipnorm=clip_norm
+        learning_rate=warmup_cosine_schedule(learning_rate, total_steps, warmup_steps),
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=beta_2,
+        global_clipnorm=clip_norm,
+        use_ema=ema_momentum is not None,
+        ema_momentum=0.99 if ema_momentum is None else ema_momentum,
     )
     skipped = [] if model is None else [
         variable for variable in model.trainable_weights
@@ -55,85 +67,200 @@ def train(
     model="vit_pico8",
     dataset="shapes",
     *,
+    recipe="baseline",
     data_dir=None,
     image_size=None,
     batch_size=64,
     epochs=15,
-    learning_rate=2e-3,
-    weight_decay=0.05,
-    warmup_epochs=1,
+    learning_rate=None,
+    weight_decay=None,
+    warmup_epochs=None,
+    label_smoothing=None,
+    ema_momentum=None,
     min_crop_scale=None,
     output_dir="runs/vit_pico8_shapes",
     seed=0,
     steps_per_epoch=None,
+    checkpoint_every=None,
     verbose=1,
     model_kwargs=None,
 ):
-    """Trains `model` on `dataset` and writes model.keras, history.json and curves.png.
+    """Trains `model` on `dataset` with a recipe; writes model.keras, history.json, summary.json, curves.png.
 
-    `min_crop_scale` is the smallest area fraction of the random resized crop
-    (default 0.08, Inception-style; 0.5 for `shapes`, whose object a small crop
-    would cut out). Arguments are checked and the data and model built before anything is
-    written; the artifacts are written to a temporary folder and moved into
-    `output_dir` only when training finished, so a failed run leaves nothing
-    half-written behind.
+    Args:
+        model: registry name.
+        dataset: "shapes", a prepared TFDS name, or a folder of class sub-folders.
+        recipe: a name from `list_recipes()` or a `Recipe`: optimizer, schedule,
+            augmentation, label smoothing and model regularization.
+        batch_size: global batch size.
+        learning_rate: peak learning rate (default: the recipe's, scaled
+            linearly from its reference batch to `batch_size`).
+        weight_decay, label_smoothing, ema_momentum: override the recipe's.
+        warmup_epochs: linear warmup (default: the recipe's share of the run).
+        min_crop_scale: smallest area fraction of the random resized crop
+            (default 0.08, Inception-style; 0.5 for `shapes`, whose object a
+            small crop would cut out).
+        steps_per_epoch: cap on the training steps of an epoch.
+        checkpoint_every: also checkpoint every this many steps (epochs always are).
+        model_kwargs: more constructor arguments; they override the recipe's
+            `dropout_rate` / `drop_path_rate`.
+
+    Arguments are checked and the data and model built before anything is
+    written. Progress is checkpointed to `output_dir/checkpoint` (weights,
+    optimizer state, epoch and step); running the same command again after an
+    interruption resumes from it. The artifacts are written to a temporary
+    folder and moved into `output_dir` only when training finished. A loss
+    that becomes NaN raises `NonFiniteLossError` and keeps the last good
+    checkpoint.
 
     Returns a `TrainResult`.
     """
     from keras_vit.applications.registry import create_model, get_constructor
     from keras_vit.data import load_dataset
 
-    _check_positive(batch_size=batch_size, epochs=epochs, learning_rate=learning_rate)
+    _check_positive(batch_size=batch_size, epochs=epochs)
+    recipe = get_recipe(recipe)
+    get_constructor(model)  # unknown names fail before any data work
+    learning_rate = recipe.scaled_learning_rate(batch_size) if learning_rate is None else learning_rate
+    weight_decay = recipe.weight_decay if weight_decay is None else weight_decay
+    label_smoothing = recipe.label_smoothing if label_smoothing is None else label_smoothing
+    ema_momentum = recipe.ema_momentum if ema_momentum is None else ema_momentum
+    _check_positive(learning_rate=learning_rate)
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-    get_constructor(model)  # unknown names fail before any data work
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+    if ema_momentum is not None and not 0 < ema_momentum < 1:
+        raise ValueError(f"ema_momentum must be in (0, 1), e.g. 0.9999, got {ema_momentum}.")
     keras.utils.set_random_seed(seed)
     image_size = image_size or _default_size(model)
     if min_crop_scale is None:
         # A shapes image holds one object: small crops would cut it out and mislabel the crop.
         min_crop_scale = 0.5 if str(dataset).split("/")[0] == "shapes" else 0.08
-    common = dict(data_dir=data_dir, image_size=image_size, batch_size=batch_size, seed=seed)
-    train_data, info = load_dataset(dataset, "train", training=True, crop_scale=(min_crop_scale, 1.0), **common)
+    one_hot = recipe.augmentation.mixes_labels or label_smoothing > 0
+    common = dict(
+        data_dir=data_dir, image_size=image_size, batch_size=batch_size, seed=seed,
+        label_mode="categorical" if one_hot else "int",
+    )
+    train_data, info = load_dataset(
+        dataset, "train", training=True, crop_scale=(min_crop_scale, 1.0), augmentation=recipe.augmentation, **common
+    )
     val_data, val_info = load_dataset(dataset, "validation", training=False, **common)
     if steps_per_epoch:
         train_data = train_data.take(steps_per_epoch)
-    steps = steps_per_epoch or max(1, info.num_examples // batch_size)
+    steps = min(steps_per_epoch or math.inf, info.num_examples // batch_size)
+    total_steps = steps * epochs
+    if warmup_epochs is None:
+        warmup_steps = round(recipe.warmup_fraction * total_steps)
+    else:
+        warmup_steps = round(steps * warmup_epochs)
 
-    network = create_model(
-        model,
-        input_shape=(image_size, image_size, 3),
-        classes=info.num_classes,
-        classifier_activation=None,
-        **(model_kwargs or {}),
+    network = _create_model(
+        create_model, model, recipe, input_shape=(image_size, image_size, 3), classes=info.num_classes,
+        classifier_activation=None, **(model_kwargs or {}),
     )
+    if one_hot:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     network.compile(
-        optimizer=build_optimizer(learning_rate, weight_decay, steps * epochs, steps * warmup_epochs, model=network),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=build_optimizer(
+            learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=recipe.clip_norm, model=network,
+            ema_momentum=ema_momentum, beta_2=recipe.beta_2,
+        ),
+        loss=loss,
         metrics=["accuracy"],
     )
-    start = time.time()
-    history = network.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose)
-    seconds = time.time() - start
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
     summary = {
         "model": model,
         "dataset": dataset,
+        "recipe": recipe.name,
         "image_size": image_size,
         "classes": info.class_names,
         "train_examples": info.num_examples,
         "validation_examples": val_info.num_examples,
         "epochs": epochs,
+        "steps_per_epoch": steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
         "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "ema_momentum": ema_momentum,
+        "augmentation": dataclasses.asdict(recipe.augmentation),
         "seed": seed,
         "backend": keras.backend.backend(),
         "params": network.count_params(),
-        "train_seconds": round(seconds, 1),
-        "final_val_accuracy": history["val_accuracy"][-1],
     }
+    checkpoint_dir = os.path.join(output_dir, "checkpoint")
+    state = _resume(network, checkpoint_dir, summary)
+    start = time.time()
+    history = _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, checkpoint_every, verbose)
+    seconds = time.time() - start
+    summary.update(
+        train_seconds=round(seconds, 1),
+        optimizer_steps=int(network.optimizer.iterations),
+        resumed_from=None if state is None else {"epoch": state["epoch"], "step": state["step"]},
+        final_val_accuracy=history["val_accuracy"][-1],
+    )
     _write_artifacts(network, history, summary, output_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(network, history, output_dir, history["val_accuracy"][-1], seconds)
+
+
+# Settings that must not change between an interrupted run and its resumption.
+_RUN_KEYS = ("model", "dataset", "recipe", "image_size", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
+             "weight_decay", "label_smoothing", "ema_momentum", "augmentation", "seed", "params")
+
+
+def _resume(network, checkpoint_dir, summary):
+    """Loads the checkpoint of an interrupted run of the same settings, if any; records the settings."""
+    run = {key: summary[key] for key in _RUN_KEYS}
+    run_path = os.path.join(checkpoint_dir, "run.json")
+    state = None
+    if os.path.exists(run_path):
+        with open(run_path) as file:
+            saved = json.load(file)
+        changed = {key: (saved.get(key), value) for key, value in run.items() if saved.get(key) != value}
+        if changed:
+            details = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(
+                f"{checkpoint_dir!r} holds the checkpoint of an interrupted run with other settings ({details}). "
+                "Run the same command to resume it, pass another --output-dir, or delete that folder to start over."
+            )
+        state = restore_checkpoint(network, checkpoint_dir)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with open(run_path, "w") as file:
+        json.dump(run, file, indent=1)
+    return state
+
+
+def _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, checkpoint_every, verbose):
+    """Fits from the checkpoint `state` (or the start) to `epochs`; returns the whole history."""
+    epoch, step, past = (0, 0, []) if state is None else (state["epoch"], state["step"], state["history"])
+    checkpoint = TrainingCheckpoint(checkpoint_dir, checkpoint_every, past, steps_per_epoch=steps, initial_step=step)
+    callbacks = [StopOnNonFiniteLoss(checkpoint_dir), checkpoint]
+    if step:  # finish the interrupted epoch with the batches it had left
+        network.fit(train_data.skip(step), validation_data=val_data, initial_epoch=epoch, epochs=epoch + 1,
+                    callbacks=callbacks, verbose=verbose)
+        epoch += 1
+    if epoch < epochs:
+        network.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=epochs, callbacks=callbacks,
+                    verbose=verbose)
+    return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
+
+
+def _create_model(create_model, name, recipe, **kwargs):
+    kwargs = {**recipe.model_kwargs(), **kwargs}
+    try:
+        return create_model(name, **kwargs)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise ValueError(
+            f"Model {name!r} does not take an argument that recipe {recipe.name!r} or model_kwargs set ({error}). "
+            f"Arguments given: {sorted(kwargs)}."
+        ) from error
 
 
 def _write_artifacts(model, history, summary, output_dir):
