@@ -242,11 +242,11 @@ def _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, ch
     callbacks = [StopOnNonFiniteLoss(checkpoint_dir), checkpoint]
     if step:  # finish the interrupted epoch with the batches it had left
         network.fit(train_data.skip(step), validation_data=val_data, initial_epoch=epoch, epochs=epoch + 1,
-                    callbacks=callbacks, verbose=verbose)
+                    callbacks=callbacks, verbose=verbose, shuffle=False)
         epoch += 1
     if epoch < epochs:
         network.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=epochs, callbacks=callbacks,
-                    verbose=verbose)
+                    verbose=verbose, shuffle=False)
     return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
 
 
