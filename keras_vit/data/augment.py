@@ -16,6 +16,7 @@ import dataclasses
 
 import keras
 import tensorflow as tf
+from keras.src.utils import backend_utils
 
 # big_vision / TF AutoAugment: an op at `magnitude` has strength magnitude / _MAX_LEVEL of its full level.
 AUGREG_MAX_LEVEL = 10.0
@@ -43,6 +44,31 @@ def randaugment_factor(magnitude):
             f"(10 = big_vision's full level; AugReg uses 0, 10, 15, 20), got {magnitude}."
         )
     return magnitude * AUGREG_MAX_ROTATION_DEGREES / AUGREG_MAX_LEVEL / 360.0
+
+
+class SelectedOpsRandAugment(keras.layers.RandAugment):
+    """Keras' `RandAugment` that runs only the ops it drew for an image.
+
+    Keras' layer computes all eleven ops and keeps the drawn ones with
+    `where`; inside tf.data this subclass picks them with `tf.switch_case`,
+    so each image pays for `num_ops` ops. Same ops, same random draws, same
+    output (a test compares them); outside a tf.data graph it is Keras' layer.
+    """
+
+    def transform_images(self, images, transformation, training=True):
+        if not (training and backend_utils.in_tf_graph()):
+            return super().transform_images(images, transformation, training=training)
+        images = tf.cast(images, self.compute_dtype)
+        transforms = transformation["transforms"]
+        for index in range(self.num_ops):
+            branches = [self._branch(name, transforms[name], images) for name in transforms]
+            selected = tf.cast(transformation["layer_idxes"][index], tf.int32)
+            images = tf.ensure_shape(tf.switch_case(selected, branches), images.shape)
+        return images
+
+    def _branch(self, name, transform, images):
+        layer = getattr(self, name)
+        return lambda: tf.cast(layer.transform_images(images, transform), self.compute_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +116,7 @@ class Augmentation:
         layers = []
         if self.randaugment_layers:
             layers.append(
-                keras.layers.RandAugment(
+                SelectedOpsRandAugment(
                     value_range=(0, 255),
                     num_ops=self.randaugment_layers,
                     factor=randaugment_factor(self.randaugment_magnitude),

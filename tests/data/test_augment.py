@@ -77,3 +77,25 @@ def test_mixing_needs_one_hot_labels(shapes_dir):
     with pytest.raises(ValueError, match="label_mode='categorical'"):
         load_dataset("shapes/small", "train", data_dir=shapes_dir, training=True, image_size=32,
                      augmentation=Augmentation(mixup_alpha=0.2))
+
+
+def test_selected_ops_randaugment_equals_keras_randaugment_in_tf_data():
+    """The same draws through Keras' all-ops-then-`where` path and the `switch_case` path give the same images."""
+    import tensorflow as tf
+
+    from keras_vit.data.augment import SelectedOpsRandAugment
+
+    layer = SelectedOpsRandAugment(value_range=(0, 255), num_ops=2, factor=randaugment_factor(20), seed=1)
+    images = np.random.RandomState(0).rand(24, 24, 24, 3).astype("float32") * 255
+
+    def both(image):
+        image = image[None]  # Keras' call adds the batch axis before transforming
+        transformation = layer.get_random_transformation(image, training=True)
+        keras_path = keras.layers.RandAugment.transform_images(layer, image, transformation)
+        return layer.transform_images(image, transformation), keras_path, transformation["layer_idxes"]
+
+    pairs = list(tf.data.Dataset.from_tensor_slices(images).map(both).as_numpy_iterator())
+    for selected, reference, _ in pairs:
+        np.testing.assert_allclose(selected, reference, atol=1e-3)
+    assert len({tuple(ops) for _, _, ops in pairs}) > 5  # many op pairs were drawn, not one
+    assert max(np.abs(selected[0] - image).max() for (selected, _, _), image in zip(pairs, images)) > 10

@@ -26,7 +26,8 @@ def test_short_augreg_name_means_weight_decay_0_1():
 
 def test_swin_recipe():
     recipe = get_recipe("swin")
-    assert (recipe.learning_rate, recipe.reference_batch_size, recipe.weight_decay, recipe.clip_norm) == (5e-4, 1024, 0.05, 5.0)
+    assert (recipe.learning_rate, recipe.reference_batch_size, recipe.weight_decay, recipe.clip_norm) == (5e-4, 512, 0.05, 5.0)
+    assert recipe.scaled_learning_rate(1024) == 1e-3  # the paper: 0.001 at batch 1024
     assert recipe.label_smoothing == 0.1 and recipe.warmup_fraction == pytest.approx(20 / 300)
     aug = recipe.augmentation
     assert (aug.randaugment_magnitude, aug.mixup_alpha, aug.cutmix_alpha, aug.random_erasing) == (9, 0.8, 1.0, 0.25)
@@ -34,7 +35,7 @@ def test_swin_recipe():
 
 
 def test_learning_rate_scales_linearly_with_the_batch():
-    assert get_recipe("swin").scaled_learning_rate(256) == pytest.approx(1.25e-4)
+    assert get_recipe("swin").scaled_learning_rate(256) == pytest.approx(2.5e-4)
     assert get_recipe("augreg-none-wd0.1").scaled_learning_rate(8192) == pytest.approx(2e-3)
 
 
