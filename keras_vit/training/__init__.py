@@ -18,3 +18,30 @@ __all__ = [
     "train",
     "warmup_cosine_schedule",
 ]
+
+# Training at scale (strategies, keras.distribution, batch/lr scaling, precision): see distribute.py.
+from keras_vit.training.distribute import (  # noqa: E402
+    check_global_batch,
+    compile_options,
+    configure_jax_distribution,
+    get_strategy,
+    global_batch_size,
+    num_replicas,
+    read_tf_config,
+    scale_learning_rate,
+    set_precision,
+    vit_layout_map,
+)
+
+__all__ += [
+    "check_global_batch",
+    "compile_options",
+    "configure_jax_distribution",
+    "get_strategy",
+    "global_batch_size",
+    "num_replicas",
+    "read_tf_config",
+    "scale_learning_rate",
+    "set_precision",
+    "vit_layout_map",
+]
