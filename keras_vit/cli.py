@@ -26,6 +26,9 @@ def _train(args):
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
         checkpoint_every=args.checkpoint_every,
+        strategy=args.strategy,
+        tpu_address=args.tpu_address,
+        precision=args.precision,
         min_crop_scale=args.min_crop_scale,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -103,6 +106,11 @@ def build_parser():
     train.add_argument("--min-crop-scale", type=float, default=None,
                        help="smallest area fraction of the random resized crop (default 0.08; 0.5 for shapes)")
     train.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    train.add_argument("--strategy", default="auto",
+                       help="TensorFlow: auto|tpu|gpu|multiworker|mirrored|cpu; JAX: auto|data|model|cpu; PyTorch: auto|cpu")
+    train.add_argument("--tpu-address", default=None, help="TPU name or grpc://ip:8470 for --strategy tpu")
+    train.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+                       help="auto: bfloat16 on TPU, float16 with loss scaling on GPU, float32 on CPU")
     train.add_argument("--output-dir", default=None, help="where model.keras, history.json, curves.png go")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)

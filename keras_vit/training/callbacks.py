@@ -19,6 +19,11 @@ import numpy as np
 STATE_FILE = "checkpoint.json"
 
 
+def optimizer_steps(model):
+    """The optimizer's step counter as an int (also for a tf.distribute MirroredVariable)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations.value))
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -53,21 +58,21 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     # Reading `self.model` syncs the JAX state, so batches count steps themselves.
     def on_train_begin(self, logs=None):
-        self._saved_steps = int(self.model.optimizer.iterations)
+        self._saved_steps = optimizer_steps(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
             self._first_epoch = epoch
         self._epoch = epoch
-        self._epoch_start_steps = int(self.model.optimizer.iterations)
+        self._epoch_start_steps = optimizer_steps(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.save_every_steps:
             return
-        optimizer_steps = self._epoch_start_steps + batch + 1
+        steps_done = self._epoch_start_steps + batch + 1
         step = batch + 1 + (self.initial_step if self._epoch == self._first_epoch else 0)
         epoch_ends = self.steps_per_epoch is not None and step >= self.steps_per_epoch
-        if optimizer_steps // self.save_every_steps > self._saved_steps // self.save_every_steps and not epoch_ends:
+        if steps_done // self.save_every_steps > self._saved_steps // self.save_every_steps and not epoch_ends:
             self.save(self._epoch, step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -77,14 +82,14 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def save(self, epoch, step):
         """Writes the checkpoint of `epoch` epochs and `step` more steps done."""
         os.makedirs(self.directory, exist_ok=True)
-        optimizer_steps = int(self.model.optimizer.iterations)
-        self._saved_steps = optimizer_steps
-        weights = f"checkpoint-{optimizer_steps}.weights.h5"
+        steps_done = optimizer_steps(self.model)
+        self._saved_steps = steps_done
+        weights = f"checkpoint-{steps_done}.weights.h5"
         self.model.save_weights(os.path.join(self.directory, weights))
         state = {
             "epoch": epoch,
             "step": step,
-            "optimizer_steps": optimizer_steps,
+            "optimizer_steps": steps_done,
             "weights": weights,
             "history": self.history,
         }
@@ -149,7 +154,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
         raise NonFiniteLossError(
             f"The training loss became {float(np.asarray(loss))} at epoch {self._epoch + 1}, step {batch + 1} "
-            f"(optimizer step {int(self.model.optimizer.iterations)}).{kept} Lower the learning rate, "
+            f"(optimizer step {optimizer_steps(self.model)}).{kept} Lower the learning rate, "
             "raise the warmup or the gradient clipping, or check the input data for NaN values."
         )
 

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 
 from keras_vit.data.augment import Augmentation
+from keras_vit.training.distribute import scale_learning_rate
 
 # AugReg's augmentation settings (REFERENCE.md): RandAugment layers, magnitude, MixUp alpha.
 AUGREG_AUGMENTATIONS = {
@@ -70,7 +71,7 @@ class Recipe:
 
     def scaled_learning_rate(self, batch_size):
         """The peak learning rate for a global `batch_size` (linear scaling rule)."""
-        return self.learning_rate * batch_size / self.reference_batch_size
+        return scale_learning_rate(self.learning_rate, batch_size, self.reference_batch_size)
 
     def model_kwargs(self):
         """The regularization arguments the recipe sets on the model."""

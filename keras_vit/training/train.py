@@ -1,5 +1,6 @@
 """`keras-vit train`: fit a registry model on a dataset and write its artifacts."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -10,7 +11,16 @@ import time
 
 import keras
 
-from keras_vit.training.callbacks import StopOnNonFiniteLoss, TrainingCheckpoint, restore_checkpoint
+from keras_vit.training.callbacks import StopOnNonFiniteLoss, optimizer_steps, TrainingCheckpoint, restore_checkpoint
+from keras_vit.training.distribute import (
+    check_global_batch,
+    compile_options,
+    configure_jax_distribution,
+    get_strategy,
+    num_replicas,
+    read_tf_config,
+    set_precision,
+)
 from keras_vit.training.recipes import get_recipe
 
 # Weights that decoupled weight decay must leave alone, matched against variable names
@@ -82,6 +92,9 @@ def train(
     seed=0,
     steps_per_epoch=None,
     checkpoint_every=None,
+    strategy="auto",
+    tpu_address=None,
+    precision="float32",
     verbose=1,
     model_kwargs=None,
 ):
@@ -102,6 +115,15 @@ def train(
             small crop would cut out).
         steps_per_epoch: cap on the training steps of an epoch.
         checkpoint_every: also checkpoint every this many steps (epochs always are).
+        strategy: where to train. TensorFlow backend: a kind for
+            `get_strategy` ("auto", "tpu", "gpu", "multiworker", "mirrored",
+            "cpu") or a `tf.distribute.Strategy`. JAX: "auto" or "data"
+            (data parallel over all devices when there are several), "model"
+            (`vit_layout_map` over all devices), "cpu" (one device).
+            PyTorch: "auto" or "cpu" (one device).
+        tpu_address: the TPU for `strategy="tpu"` (default: TPU_NAME / this VM's).
+        precision: "float32", "mixed_bfloat16", "mixed_float16" or "auto"
+            (bfloat16 on TPU, float16 with loss scaling on GPU, float32 on CPU).
         model_kwargs: more constructor arguments; they override the recipe's
             `dropout_rate` / `drop_path_rate`.
 
@@ -121,6 +143,8 @@ def train(
     _check_positive(batch_size=batch_size, epochs=epochs)
     recipe = get_recipe(recipe)
     get_constructor(model)  # unknown names fail before any data work
+    distribution = _distribution(strategy, tpu_address)
+    check_global_batch(batch_size, num_replicas(distribution))
     learning_rate = recipe.scaled_learning_rate(batch_size) if learning_rate is None else learning_rate
     weight_decay = recipe.weight_decay if weight_decay is None else weight_decay
     label_smoothing = recipe.label_smoothing if label_smoothing is None else label_smoothing
@@ -155,22 +179,29 @@ def train(
     else:
         warmup_steps = round(steps * warmup_epochs)
 
-    network = _create_model(
-        create_model, model, recipe, input_shape=(image_size, image_size, 3), classes=info.num_classes,
-        classifier_activation=None, **(model_kwargs or {}),
-    )
-    if one_hot:
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    network.compile(
-        optimizer=build_optimizer(
-            learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=recipe.clip_norm, model=network,
-            ema_momentum=ema_momentum, beta_2=recipe.beta_2,
-        ),
-        loss=loss,
-        metrics=["accuracy"],
-    )
+    previous_policy = keras.config.dtype_policy()
+    precision = set_precision(precision, distribution)
+    try:
+        with distribution.scope() if distribution is not None else contextlib.nullcontext():
+            network = _create_model(
+                create_model, model, recipe, input_shape=(image_size, image_size, 3), classes=info.num_classes,
+                classifier_activation=None, **(model_kwargs or {}),
+            )
+            if one_hot:
+                loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            network.compile(
+                optimizer=build_optimizer(
+                    learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=recipe.clip_norm, model=network,
+                    ema_momentum=ema_momentum, beta_2=recipe.beta_2,
+                ),
+                loss=loss,
+                metrics=["accuracy"],
+                **compile_options(distribution, steps),
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     summary = {
         "model": model,
         "dataset": dataset,
@@ -190,20 +221,25 @@ def train(
         "augmentation": dataclasses.asdict(recipe.augmentation),
         "seed": seed,
         "backend": keras.backend.backend(),
+        "replicas": num_replicas(distribution),
+        "precision": precision,
         "params": network.count_params(),
     }
-    checkpoint_dir = os.path.join(output_dir, "checkpoint")
+    worker = _worker_index(distribution)
+    # Multi-worker runs: every worker checkpoints (to resume in step), only the first writes the artifacts.
+    checkpoint_dir = os.path.join(output_dir, "checkpoint" if not worker else f"checkpoint-worker{worker}")
     state = _resume(network, checkpoint_dir, summary)
     start = time.time()
     history = _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, checkpoint_every, verbose)
     seconds = time.time() - start
     summary.update(
         train_seconds=round(seconds, 1),
-        optimizer_steps=int(network.optimizer.iterations),
+        optimizer_steps=optimizer_steps(network),
         resumed_from=None if state is None else {"epoch": state["epoch"], "step": state["step"]},
         final_val_accuracy=history["val_accuracy"][-1],
     )
-    _write_artifacts(network, history, summary, output_dir)
+    if not worker:
+        _write_artifacts(network, history, summary, output_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(network, history, output_dir, history["val_accuracy"][-1], seconds)
 
@@ -248,6 +284,30 @@ def _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, ch
         network.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=epochs, callbacks=callbacks,
                     verbose=verbose, shuffle=False)
     return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
+
+
+def _distribution(strategy, tpu_address):
+    """The tf.distribute strategy to build under (TensorFlow), or None after setting the JAX distribution."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return strategy if hasattr(strategy, "scope") else get_strategy(strategy, tpu_address=tpu_address)
+    allowed = {"jax": ("auto", "data", "model", "cpu"), "torch": ("auto", "cpu")}.get(backend, ("auto", "cpu"))
+    if strategy not in allowed:
+        raise ValueError(
+            f"strategy={strategy!r} is not available on the {backend} backend; use one of {allowed} "
+            "(tf.distribute strategies need KERAS_BACKEND=tensorflow)."
+        )
+    if backend == "jax" and strategy != "cpu" and (strategy == "model" or len(keras.distribution.list_devices()) > 1):
+        configure_jax_distribution("model" if strategy == "model" else "data")
+    return None
+
+
+def _worker_index(distribution):
+    """0 for the chief (or a single-host run), else this worker's index from TF_CONFIG."""
+    if distribution is None or "MultiWorker" not in type(distribution).__name__:
+        return 0
+    task = read_tf_config(required=True)["task"]
+    return 0 if task["type"] == "chief" else int(task["index"]) + ("chief" in read_tf_config()["cluster"])
 
 
 def _create_model(create_model, name, recipe, **kwargs):
