@@ -16,7 +16,6 @@ import dataclasses
 
 import keras
 import tensorflow as tf
-from keras.src.utils import backend_utils
 
 # big_vision / TF AutoAugment: an op at `magnitude` has strength magnitude / _MAX_LEVEL of its full level.
 AUGREG_MAX_LEVEL = 10.0
@@ -52,11 +51,11 @@ class SelectedOpsRandAugment(keras.layers.RandAugment):
     Keras' layer computes all eleven ops and keeps the drawn ones with
     `where`; inside tf.data this subclass picks them with `tf.switch_case`,
     so each image pays for `num_ops` ops. Same ops, same random draws, same
-    output (a test compares them); outside a tf.data graph it is Keras' layer.
+    output (a test compares them); run eagerly it is Keras' layer.
     """
 
     def transform_images(self, images, transformation, training=True):
-        if not (training and backend_utils.in_tf_graph()):
+        if not training or tf.executing_eagerly():
             return super().transform_images(images, transformation, training=training)
         images = tf.cast(images, self.compute_dtype)
         transforms = transformation["transforms"]
