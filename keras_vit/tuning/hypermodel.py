@@ -176,6 +176,7 @@ class AugRegHyperModel(kt.HyperModel):
         """Trains `model` on data augmented with this trial's settings; returns the `History`."""
         settings = self.search_space.resolve(hp.values)
         kwargs.pop("verbose", None)
+        kwargs.setdefault("shuffle", False)  # tf.data shuffles; Keras warns about shuffle=True
         return model.fit(
             self.train_data(settings.augmentation),
             validation_data=self.validation_data()[0],

@@ -494,6 +494,8 @@ def _write_results(search, trials, output_dir, model, dataset, verbose):
                 # The trial checkpoint holds the optimizer state that a fresh model has not built yet.
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
                 best_model = search.get_best_models(1)[0]
+            if best_model.optimizer is not None and not best_model.optimizer.built:
+                best_model.optimizer.build(best_model.trainable_variables)  # so the file loads without warnings
             best_model.save(os.path.join(output_dir, "best_model.keras"))
         except (OSError, FileNotFoundError, ValueError) as error:
             print(f"Could not load the best trial's weights ({error}); best_model.keras not written. On several "
