@@ -110,8 +110,41 @@ class _SearchMixin:
         _serve_oracle(self.oracle, self.heartbeat_timeout)
 
 
-class GridSearchTuner(_SearchMixin, kt.GridSearch):
-    """KerasTuner's GridSearch with the journal and heartbeats."""
+class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
+    """KerasTuner's GridSearchOracle that can continue a reloaded search.
+
+    KerasTuner 1.4.8 does not save the grid's ordered trial list and "next to
+    expand" queue with the oracle, so `create_trial` on a reloaded grid search
+    fails with a KeyError on the first trial id. They follow from the trials,
+    so they are rebuilt on reload.
+    """
+
+    def set_state(self, state):
+        import functools
+
+        from keras_tuner.src.tuners.gridsearch import LinkedList
+
+        super().set_state(state)
+        values = {trial_id: trial.hyperparameters.values for trial_id, trial in self.trials.items()}
+        ordered = sorted(values, key=functools.cmp_to_key(lambda a, b: self._compare(values[a], values[b])))
+        self._ordered_ids = LinkedList()
+        for trial_id in ordered:
+            self._ordered_ids.insert(trial_id)
+        # Any trial may have an untried next combination; populate_space skips the tried ones.
+        self._populate_next = list(ordered)
+
+
+class GridSearchTuner(_SearchMixin, kt.Tuner):
+    """KerasTuner's GridSearch (with `ResumableGridSearchOracle`), the journal and heartbeats."""
+
+    def __init__(self, hypermodel=None, objective=None, max_trials=None, seed=None, max_retries_per_trial=0,
+                 max_consecutive_failed_trials=3, **kwargs):
+        self.seed = seed
+        oracle = ResumableGridSearchOracle(
+            objective=objective, max_trials=max_trials, seed=seed, max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        super().__init__(oracle, hypermodel, **kwargs)
 
 
 class RandomSearchTuner(_SearchMixin, kt.RandomSearch):
@@ -219,7 +252,8 @@ def make_tuner(
         # KerasTuner's Hyperband has no trial cap of its own; the base oracle honours this one.
         tuner.oracle.max_trials = max_trials
     elif name == "grid":
-        tuner = cls(max_trials=max_trials, **common)
+        # A cap, even the whole grid, also keeps KerasTuner's trial ids short ("07", not "0007").
+        tuner = cls(max_trials=max_trials or space.grid_size(), **common)
     else:
         tuner = cls(max_trials=max_trials or 10, **common)
     tuner.heartbeat_timeout = float(heartbeat_timeout)

@@ -62,6 +62,7 @@ def test_interrupted_search_continues_without_rerunning_finished_trials(tmp_path
         # Kill the search while trial 1 runs, after trial 0 finished.
         wait_for(lambda: _status(out, "0") == "COMPLETED" and _attempts(out, "1"), 240, "trial 1 to start", [first])
         score = json.loads((out / "search" / "trial_0" / "trial.json").read_text())["score"]
+        assert _trial_ids(out) == ["0", "1"]
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
