@@ -48,7 +48,7 @@ def _tune(args):
         args.dataset,
         tuner=args.tuner,
         search_space=space,
-        max_trials=args.max_trials,
+        max_trials=args.max_trials if args.max_trials or args.tuner not in ("random", "bayesian") else 6,
         complete_grid=args.complete_grid,
         epochs_per_trial=args.epochs_per_trial,
         output_dir=output_dir,
@@ -195,11 +195,13 @@ def _add_tune_parser(commands):
                            "or 'unset'. Knobs: augmentation, randaugment_layers, randaugment_magnitude, mixup_alpha, "
                            "cutmix_alpha, regularization, dropout_rate, drop_path_rate, weight_decay, learning_rate")
     tune.add_argument("--max-trials", type=int, default=None,
-                      help="trial cap (default: grid: all its points; random/bayesian: 10; hyperband: its brackets)")
+                      help="trial cap (default: grid: all its points; random/bayesian: 6; hyperband: its brackets)")
     tune.add_argument("--complete-grid", action="store_true",
                       help="with --tuner grid: refuse a --max-trials below the grid size")
     tune.add_argument("--epochs-per-trial", type=int, default=2, help="epochs of each trial (hyperband: the most)")
-    tune.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
+    tune.add_argument("--image-size", type=int, default=32,
+                      help="square input side (default 32, which keeps the default search to a few minutes; "
+                           "pass the model's size, e.g. 224, for real runs)")
     tune.add_argument("--batch-size", type=int, default=64)
     tune.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
     tune.add_argument("--output-dir", default=None, help="results and the KerasTuner project (default: runs/tune_...)")

@@ -49,7 +49,7 @@ _HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tune
 
 
 def role():
-    """"chief", "worker" or "local", from KerasTuner's environment variables."""
+    """The process's part in the search, from KerasTuner's environment variables: chief, worker or local."""
     from keras_tuner.src.distribute import utils
 
     if not utils.has_chief_oracle():
@@ -452,7 +452,9 @@ def _check_same_search(output_dir, run, overwrite):
         return
     with open(path) as file:
         saved = json.load(file)
-    changed = {key: (saved.get(key), value) for key, value in run.items() if saved.get(key) != value}
+    # max_trials may grow or shrink: KerasTuner's oracle takes the new cap.
+    changed = {key: (saved.get(key), value) for key, value in run.items()
+               if saved.get(key) != value and key != "max_trials"}
     if changed:
         details = "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
         raise ValueError(

@@ -126,3 +126,10 @@ def test_unknown_tuner_and_incomplete_grid_fail_before_any_training(tmp_path):
     with pytest.raises(ValueError, match=r"max_trials=10 is smaller than the complete grid of 28 points.*max_trials=28"):
         make_tuner("grid", hypermodel, max_trials=10, complete_grid=True, directory=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_different_search_in_the_same_folder_is_refused(tmp_path):
+    (tmp_path / "tune_config.json").write_text('{"model": "vit_pico8", "epochs_per_trial": 5}')
+    with pytest.raises(ValueError, match=r"epochs_per_trial 5 -> 1.*--overwrite"):
+        tune("vit_pico8", "shapes/small", epochs_per_trial=1, output_dir=str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["tune_config.json"]
