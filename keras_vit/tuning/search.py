@@ -611,7 +611,7 @@ def plot_trials(trials, path, title=""):
 
     done = [record for record in trials if record["status"] == "COMPLETED" and record[OBJECTIVE] is not None]
     if done and all(record["augmentation"] for record in done):
-        names = [name for name in AUGREG_AUGMENTATIONS if any(record["augmentation"] == name for record in done)]
+        names = list(AUGREG_AUGMENTATIONS)  # all seven on the axis, as in AugReg's figures
         figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(names) + 3), 4.5))
         groups = sorted({_label(record) for record in done})
         for index, group in enumerate(groups):
