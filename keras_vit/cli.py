@@ -38,6 +38,61 @@ def _train(args):
     )
 
 
+def _tune(args):
+    from keras_vit.tuning import parse_overrides, get_space, tune
+
+    _set_tuner_role(args)
+    space = parse_overrides(args.search or [], base=get_space(args.space))
+    output_dir = args.output_dir or os.path.join(
+        "runs", f"tune_{args.model}_{os.path.basename(str(args.dataset).rstrip('/'))}_{args.tuner}"
+    )
+    result = tune(
+        args.model,
+        args.dataset,
+        tuner=args.tuner,
+        search_space=space,
+        max_trials=args.max_trials if args.max_trials or args.tuner not in ("random", "bayesian") else 6,
+        complete_grid=args.complete_grid,
+        epochs_per_trial=args.epochs_per_trial,
+        output_dir=output_dir,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        max_retries_per_trial=args.max_retries,
+        heartbeat_timeout=args.heartbeat_timeout,
+        verbose=2 if args.verbose else 1,
+    )
+    if result.role == "worker":
+        print(f"\nworker {os.environ.get('KERASTUNER_TUNER_ID')}: the search is over ({result.seconds:.0f} s).")
+        return
+    wrote = [name for name in ("best_hyperparameters.json", "best_model.keras", "trials.csv", "trials.json", "augreg.png")
+             if os.path.exists(os.path.join(output_dir, name))]
+    print(f"\n{len(result.trials)} trials in {result.seconds:.0f} s. Wrote {output_dir}/{{{','.join(wrote)}}}")
+
+
+def _set_tuner_role(args):
+    """--chief / --worker ID / --oracle-address set KerasTuner's environment variables."""
+    if args.chief and args.worker:
+        raise ValueError("--chief and --worker exclude each other: start one chief and any number of workers.")
+    if args.oracle_address:
+        host, sep, port = args.oracle_address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--oracle-address must be HOST:PORT (e.g. 10.0.0.5:8000), got {args.oracle_address!r}.")
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+    if args.chief or args.worker:
+        if "KERASTUNER_ORACLE_IP" not in os.environ or "KERASTUNER_ORACLE_PORT" not in os.environ:
+            raise ValueError(
+                "--chief/--worker need the chief's address: --oracle-address HOST:PORT (or the environment "
+                "variables KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT)."
+            )
+        os.environ["KERASTUNER_TUNER_ID"] = "chief" if args.chief else args.worker
+        if "chief" in os.environ["KERASTUNER_TUNER_ID"] and not args.chief:
+            raise ValueError(f"A worker id must not contain 'chief' (KerasTuner reads it as the chief): {args.worker!r}.")
+
+
 def _info(args):
     import keras_vit
     from keras_vit.applications.complexity import measure
@@ -115,6 +170,8 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
 
+    _add_tune_parser(commands)
+
     recipes = commands.add_parser("recipes", help="list the training recipes and their settings")
     recipes.set_defaults(handler=_recipes)
 
@@ -124,6 +181,51 @@ def build_parser():
     info.add_argument("--list", action="store_true", help="list the registry names")
     info.set_defaults(handler=_info_or_list)
     return parser
+
+
+def _add_tune_parser(commands):
+    tune = commands.add_parser(
+        "tune",
+        help="search augmentation and regularization with KerasTuner (default: AugReg's grid on shapes)",
+        description="Searches RandAugment/MixUp strength, dropout, stochastic depth, weight decay and learning rate. "
+                    "Writes best_hyperparameters.json, best_model.keras, trials.csv/json and augreg.png. Running the "
+                    "same command again continues an interrupted search.",
+    )
+    tune.add_argument("--model", default="vit_pico8", help="registry name (keras-vit info --list)")
+    tune.add_argument("--dataset", default="shapes", help="'shapes', a TFDS name, or a folder of class sub-folders")
+    tune.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
+    tune.add_argument("--tuner", default="random", help="grid, random, bayesian or hyperband (default: random)")
+    tune.add_argument("--space", default="augreg",
+                      help="preset: 'augreg' (7 augmentations x noreg/reg x wd 0.1/0.03, lr 1e-3) or 'continuous' "
+                           "(the same knobs as ranges)")
+    tune.add_argument("--search", action="append", metavar="KNOB=SPEC",
+                      help="change one knob: a value (0.1), choices (0.1,0.03), a range (1e-4:1e-2:log, 0:20, 0:20:5) "
+                           "or 'unset'. Knobs: augmentation, randaugment_layers, randaugment_magnitude, mixup_alpha, "
+                           "cutmix_alpha, regularization, dropout_rate, drop_path_rate, weight_decay, learning_rate")
+    tune.add_argument("--max-trials", type=int, default=None,
+                      help="trial cap (default: grid: all its points; random/bayesian: 6; hyperband: its brackets)")
+    tune.add_argument("--complete-grid", action="store_true",
+                      help="with --tuner grid: refuse a --max-trials below the grid size")
+    tune.add_argument("--epochs-per-trial", type=int, default=2, help="epochs of each trial (hyperband: the most)")
+    tune.add_argument("--image-size", type=int, default=32,
+                      help="square input side (default 32, which keeps the default search to a few minutes; "
+                           "pass the model's size, e.g. 224, for real runs)")
+    tune.add_argument("--batch-size", type=int, default=64)
+    tune.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    tune.add_argument("--output-dir", default=None, help="results and the KerasTuner project (default: runs/tune_...)")
+    tune.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing a search found there")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--max-retries", type=int, default=1,
+                      help="runs again a trial that crashed or whose worker died this many times before it is FAILED")
+    tune.add_argument("--verbose", action="store_true", help="also one line per epoch")
+    tune.add_argument("--chief", action="store_true",
+                      help="distributed: run the oracle that workers connect to (KERASTUNER_TUNER_ID=chief)")
+    tune.add_argument("--worker", default=None, metavar="ID", help="distributed: run trials as worker ID (e.g. worker0)")
+    tune.add_argument("--oracle-address", default=None, metavar="HOST:PORT",
+                      help="the chief's address (KERASTUNER_ORACLE_IP/PORT); the chief listens on it")
+    tune.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="chief: give a trial to another worker when its worker is silent this long")
+    tune.set_defaults(handler=_tune)
 
 
 def _info_or_list(args):

@@ -1,0 +1,35 @@
+import json
+import os
+
+from keras_vit import cli
+from tests.tuning.conftest import TINY
+
+
+def test_tune_grid_from_the_command_line(tmp_path, shapes_data_dir, capsys):
+    out = tmp_path / "grid"
+    code = cli.main(["tune", *TINY, "--data-dir", shapes_data_dir, "--tuner", "grid", "--search", "augmentation=none,strong1",
+                     "--search", "regularization=noreg", "--search", "weight_decay=0.1", "--complete-grid",
+                     "--output-dir", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "Search: Running Trial #2" in printed and "Trials (best first)" in printed
+    assert f"2 trials in" in printed and "best_model.keras" in printed
+    trials = json.loads((out / "trials.json").read_text())
+    assert sorted(t["augmentation"] for t in trials) == ["none", "strong1"]
+    assert {t["recipe"] for t in trials} == {"augreg-none-wd0.1", "augreg-strong1-wd0.1"}
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["recipe"] in {"augreg-none-wd0.1", "augreg-strong1-wd0.1"}
+    assert best["train_command"].endswith(f"--recipe {best['recipe']}")
+    assert os.path.getsize(out / "augreg.png") > 1000
+
+
+def test_tune_errors_name_the_values_and_the_fix(tmp_path, capsys):
+    assert cli.main(["tune", "--tuner", "hyperbnd", "--output-dir", str(tmp_path)]) == 2
+    assert "Unknown tuner 'hyperbnd'. Did you mean hyperband?" in capsys.readouterr().err
+    assert cli.main(["tune", "--tuner", "grid", "--max-trials", "5", "--complete-grid", "--output-dir", str(tmp_path)]) == 2
+    assert "max_trials=5 is smaller than the complete grid of 28 points" in capsys.readouterr().err
+    assert cli.main(["tune", "--search", "augmentation=", "--output-dir", str(tmp_path)]) == 2
+    assert "--search expects KNOB=SPEC" in capsys.readouterr().err
+    assert cli.main(["tune", "--worker", "w0", "--output-dir", str(tmp_path)]) == 2
+    assert "--oracle-address HOST:PORT" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
