@@ -39,9 +39,11 @@ def _train(args):
 
 
 def _tune(args):
-    from keras_vit.tuning import parse_overrides, get_space, tune
+    from keras_vit.training import select_distribution
+    from keras_vit.tuning import get_space, parse_overrides, tune
 
     _set_tuner_role(args)
+    strategy = select_distribution(args.strategy, args.tpu_address)
     space = parse_overrides(args.search or [], base=get_space(args.space))
     output_dir = args.output_dir or os.path.join(
         "runs", f"tune_{args.model}_{os.path.basename(str(args.dataset).rstrip('/'))}_{args.tuner}"
@@ -63,6 +65,7 @@ def _tune(args):
         overwrite=args.overwrite,
         max_retries_per_trial=args.max_retries,
         heartbeat_timeout=args.heartbeat_timeout,
+        distribution_strategy=strategy,
         verbose=2 if args.verbose else 1,
     )
     if result.role == "worker":
@@ -217,6 +220,10 @@ def _add_tune_parser(commands):
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--max-retries", type=int, default=1,
                       help="runs again a trial that crashed or whose worker died this many times before it is FAILED")
+    tune.add_argument("--strategy", default="cpu",
+                      help="where each trial trains: TensorFlow auto|tpu|gpu|multiworker|mirrored|cpu; "
+                           "JAX auto|data|model|cpu (default cpu: one device)")
+    tune.add_argument("--tpu-address", default=None, help="TPU name or grpc://ip:8470 for --strategy tpu")
     tune.add_argument("--verbose", action="store_true", help="also one line per epoch")
     tune.add_argument("--chief", action="store_true",
                       help="distributed: run the oracle that workers connect to (KERASTUNER_TUNER_ID=chief)")

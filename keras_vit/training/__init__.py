@@ -11,11 +11,12 @@ from keras_vit.training.distribute import (
     num_replicas,
     read_tf_config,
     scale_learning_rate,
+    select_distribution,
     set_precision,
     vit_layout_map,
 )
 from keras_vit.training.recipes import RECIPES, Recipe, get_recipe, list_recipes
-from keras_vit.training.train import TrainResult, build_optimizer, train, warmup_cosine_schedule
+from keras_vit.training.train import TrainResult, build_optimizer, default_image_size, train, warmup_cosine_schedule
 
 __all__ = [
     "NonFiniteLossError",
@@ -27,6 +28,7 @@ __all__ = [
     "num_replicas",
     "read_tf_config",
     "scale_learning_rate",
+    "select_distribution",
     "set_precision",
     "vit_layout_map",
     "RECIPES",
@@ -35,6 +37,7 @@ __all__ = [
     "TrainResult",
     "TrainingCheckpoint",
     "build_optimizer",
+    "default_image_size",
     "get_recipe",
     "list_recipes",
     "restore_checkpoint",

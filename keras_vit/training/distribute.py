@@ -289,6 +289,29 @@ def configure_jax_distribution(mode="data", model_parallel=None, devices=None):
     return distribution
 
 
+def select_distribution(strategy="auto", tpu_address=None):
+    """Sets up training on the current backend from one name and returns the tf.distribute
+    strategy to build the model under, or None.
+
+    TensorFlow: any `get_strategy` kind (or a `tf.distribute.Strategy`, returned as is).
+    JAX: "auto" / "data" (`DataParallel` over all devices when there are several), "model"
+    (`ModelParallel` with `vit_layout_map`), "cpu" (one device); returns None after setting
+    the `keras.distribution`. PyTorch: "auto" / "cpu" (one device).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return strategy if hasattr(strategy, "scope") else get_strategy(strategy, tpu_address=tpu_address)
+    allowed = {"jax": ("auto", "data", "model", "cpu"), "torch": ("auto", "cpu")}.get(backend, ("auto", "cpu"))
+    if strategy not in allowed:
+        raise ValueError(
+            f"strategy={strategy!r} is not available on the {backend} backend; use one of {allowed} "
+            "(tf.distribute strategies need KERAS_BACKEND=tensorflow)."
+        )
+    if backend == "jax" and strategy != "cpu" and (strategy == "model" or len(keras.distribution.list_devices()) > 1):
+        configure_jax_distribution("model" if strategy == "model" else "data")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Batch size and learning rate
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ from keras_vit.training.callbacks import StopOnNonFiniteLoss, optimizer_steps, T
 from keras_vit.training.distribute import (
     check_global_batch,
     compile_options,
-    configure_jax_distribution,
-    get_strategy,
     num_replicas,
     read_tf_config,
+    select_distribution,
     set_precision,
 )
 from keras_vit.training.recipes import get_recipe
@@ -143,7 +142,7 @@ def train(
     _check_positive(batch_size=batch_size, epochs=epochs)
     recipe = get_recipe(recipe)
     get_constructor(model)  # unknown names fail before any data work
-    distribution = _distribution(strategy, tpu_address)
+    distribution = select_distribution(strategy, tpu_address)
     check_global_batch(batch_size, num_replicas(distribution))
     learning_rate = recipe.scaled_learning_rate(batch_size) if learning_rate is None else learning_rate
     weight_decay = recipe.weight_decay if weight_decay is None else weight_decay
@@ -157,7 +156,7 @@ def train(
     if ema_momentum is not None and not 0 < ema_momentum < 1:
         raise ValueError(f"ema_momentum must be in (0, 1), e.g. 0.9999, got {ema_momentum}.")
     keras.utils.set_random_seed(seed)
-    image_size = image_size or _default_size(model)
+    image_size = image_size or default_image_size(model)
     if min_crop_scale is None:
         # A shapes image holds one object: small crops would cut it out and mislabel the crop.
         min_crop_scale = 0.5 if str(dataset).split("/")[0] == "shapes" else 0.08
@@ -286,22 +285,6 @@ def _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, ch
     return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
 
 
-def _distribution(strategy, tpu_address):
-    """The tf.distribute strategy to build under (TensorFlow), or None after setting the JAX distribution."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return strategy if hasattr(strategy, "scope") else get_strategy(strategy, tpu_address=tpu_address)
-    allowed = {"jax": ("auto", "data", "model", "cpu"), "torch": ("auto", "cpu")}.get(backend, ("auto", "cpu"))
-    if strategy not in allowed:
-        raise ValueError(
-            f"strategy={strategy!r} is not available on the {backend} backend; use one of {allowed} "
-            "(tf.distribute strategies need KERAS_BACKEND=tensorflow)."
-        )
-    if backend == "jax" and strategy != "cpu" and (strategy == "model" or len(keras.distribution.list_devices()) > 1):
-        configure_jax_distribution("model" if strategy == "model" else "data")
-    return None
-
-
 def _worker_index(distribution):
     """0 for the chief (or a single-host run), else this worker's index from TF_CONFIG."""
     if distribution is None or "MultiWorker" not in type(distribution).__name__:
@@ -364,7 +347,8 @@ def plot_history(history, path, title=""):
     plt.close(figure)
 
 
-def _default_size(model_name):
+def default_image_size(model_name):
+    """The input side a registry model was designed for (ViTs' `default_size`, else 224)."""
     from keras_vit.applications.vit import VIT_VARIANTS
 
     return VIT_VARIANTS.get(model_name, {}).get("default_size", 224)

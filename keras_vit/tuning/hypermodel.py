@@ -64,7 +64,7 @@ class AugRegHyperModel(kt.HyperModel):
     ):
         super().__init__(name=name)
         from keras_vit.applications.registry import get_constructor
-        from keras_vit.training.train import _default_size
+        from keras_vit.training.train import default_image_size
 
         get_constructor(model)  # unknown names fail here
         for key, value in dict(batch_size=batch_size, epochs=epochs).items():
@@ -76,7 +76,7 @@ class AugRegHyperModel(kt.HyperModel):
         self.dataset = dataset
         self.search_space = (search_space or SearchSpace()).validate()
         self.data_dir = data_dir
-        self.image_size = image_size or _default_size(model)
+        self.image_size = image_size or default_image_size(model)
         self.batch_size = batch_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch

@@ -530,8 +530,11 @@ def _write_results(search, trials, output_dir, model, dataset, verbose):
                 # The trial checkpoint holds the optimizer state that a fresh model has not built yet.
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
                 best_model = search.get_best_models(1)[0]
-            if best_model.optimizer is not None and not best_model.optimizer.built:
-                best_model.optimizer.build(best_model.trainable_variables)  # so the file loads without warnings
+            # Building it (so the file loads without warnings) needs the strategy the model was built
+            # under, which KerasTuner has left by now: under a strategy the optimizer stays unbuilt.
+            unbuilt = best_model.optimizer is not None and not best_model.optimizer.built
+            if unbuilt and getattr(search, "distribution_strategy", None) is None:
+                best_model.optimizer.build(best_model.trainable_variables)
             best_model.save(os.path.join(output_dir, "best_model.keras"))
         except (OSError, FileNotFoundError, ValueError) as error:
             print(f"Could not load the best trial's weights ({error}); best_model.keras not written. On several "

@@ -4,23 +4,11 @@ import subprocess
 import sys
 import time
 
-import pytest
-import tensorflow_datasets as tfds
-
-import keras_vit.data  # noqa: F401  (registers the `shapes` builder)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smallest search that still trains: ViT-pico/8 at 32 px (16 patches), 2 steps of 16 images.
 TINY = ["--model", "vit_pico8", "--dataset", "shapes/small", "--image-size", "32", "--batch-size", "16",
         "--steps-per-epoch", "2", "--epochs-per-trial", "1"]
-
-
-@pytest.fixture(scope="session")
-def shapes_data_dir(tmp_path_factory):
-    """A TFDS data_dir with the small `shapes` config prepared once per session."""
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("shapes/small", data_dir=data_dir).download_and_prepare()
-    return data_dir
 
 
 def free_port():

@@ -13,7 +13,7 @@ def test_tune_grid_from_the_command_line(tmp_path, shapes_data_dir, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "Search: Running Trial #2" in printed and "Trials (best first)" in printed
-    assert f"2 trials in" in printed and "best_model.keras" in printed
+    assert "2 trials in" in printed and "best_model.keras" in printed
     trials = json.loads((out / "trials.json").read_text())
     assert sorted(t["augmentation"] for t in trials) == ["none", "strong1"]
     assert {t["recipe"] for t in trials} == {"augreg-none-wd0.1", "augreg-strong1-wd0.1"}
@@ -33,3 +33,20 @@ def test_tune_errors_name_the_values_and_the_fix(tmp_path, capsys):
     assert cli.main(["tune", "--worker", "w0", "--output-dir", str(tmp_path)]) == 2
     assert "--oracle-address HOST:PORT" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_tune_trials_run_under_a_strategy(tmp_path, shapes_data_dir, capsys):
+    import keras
+
+    out = tmp_path / "search"
+    argv = ["tune", *TINY, "--data-dir", shapes_data_dir, "--tuner", "grid", "--search", "augmentation=light2",
+            "--search", "regularization=noreg", "--search", "weight_decay=0.1,0.03", "--max-trials", "1", "--strategy", "mirrored",
+            "--output-dir", str(out)]
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    if keras.backend.backend() == "tensorflow":
+        assert code == 0, captured.err
+        assert len(json.loads((out / "trials.json").read_text())) == 1
+    else:  # tf.distribute strategies need the TensorFlow backend; JAX has data/model, PyTorch one device
+        assert code == 2 and "strategy='mirrored' is not available on the" in captured.err
+        assert not out.exists()
