@@ -6,6 +6,7 @@ Importing this package registers the `shapes` TFDS builder.
 from keras_vit.data.augment import Augmentation
 from keras_vit.data.augment import randaugment_factor
 from keras_vit.data.pipeline import DatasetInfo
+from keras_vit.data.pipeline import default_min_crop_scale
 from keras_vit.data.pipeline import load_dataset
 from keras_vit.data.shapes import COLOR_NAMES
 from keras_vit.data.shapes import SHAPE_NAMES

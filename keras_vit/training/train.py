@@ -136,8 +136,8 @@ def train(
 
     Returns a `TrainResult`.
     """
-    from keras_vit.applications.registry import create_model, get_constructor
-    from keras_vit.data import load_dataset
+    from keras_vit.applications.registry import get_constructor
+    from keras_vit.data import default_min_crop_scale, load_dataset
 
     _check_positive(batch_size=batch_size, epochs=epochs)
     recipe = get_recipe(recipe)
@@ -158,8 +158,7 @@ def train(
     keras.utils.set_random_seed(seed)
     image_size = image_size or default_image_size(model)
     if min_crop_scale is None:
-        # A shapes image holds one object: small crops would cut it out and mislabel the crop.
-        min_crop_scale = 0.5 if str(dataset).split("/")[0] == "shapes" else 0.08
+        min_crop_scale = default_min_crop_scale(dataset)
     one_hot = recipe.augmentation.mixes_labels or label_smoothing > 0
     common = dict(
         data_dir=data_dir, image_size=image_size, batch_size=batch_size, seed=seed,
@@ -182,9 +181,9 @@ def train(
     precision = set_precision(precision, distribution)
     try:
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
-            network = _create_model(
-                create_model, model, recipe, input_shape=(image_size, image_size, 3), classes=info.num_classes,
-                classifier_activation=None, **(model_kwargs or {}),
+            network = create_training_model(
+                model, f"recipe {recipe.name!r} or model_kwargs", input_shape=(image_size, image_size, 3), classes=info.num_classes,
+                classifier_activation=None, **{**recipe.model_kwargs(), **(model_kwargs or {})},
             )
             if one_hot:
                 loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
@@ -289,20 +288,23 @@ def _worker_index(distribution):
     """0 for the chief (or a single-host run), else this worker's index from TF_CONFIG."""
     if distribution is None or "MultiWorker" not in type(distribution).__name__:
         return 0
-    task = read_tf_config(required=True)["task"]
-    return 0 if task["type"] == "chief" else int(task["index"]) + ("chief" in read_tf_config()["cluster"])
+    config = read_tf_config(required=True)
+    task = config["task"]
+    return 0 if task["type"] == "chief" else int(task["index"]) + ("chief" in config["cluster"])
 
 
-def _create_model(create_model, name, recipe, **kwargs):
-    kwargs = {**recipe.model_kwargs(), **kwargs}
+def create_training_model(name, source, **kwargs):
+    """`create_model(name, **kwargs)`, with a constructor that does not take one of the
+    arguments (e.g. `drop_path_rate` for a ResNet) reported as a ValueError naming their `source`."""
+    from keras_vit.applications.registry import create_model
+
     try:
         return create_model(name, **kwargs)
     except TypeError as error:
         if "unexpected keyword argument" not in str(error):
             raise
         raise ValueError(
-            f"Model {name!r} does not take an argument that recipe {recipe.name!r} or model_kwargs set ({error}). "
-            f"Arguments given: {sorted(kwargs)}."
+            f"Model {name!r} does not take an argument that {source} set ({error}). Arguments given: {sorted(kwargs)}."
         ) from error
 
 

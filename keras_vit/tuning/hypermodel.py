@@ -64,6 +64,7 @@ class AugRegHyperModel(kt.HyperModel):
     ):
         super().__init__(name=name)
         from keras_vit.applications.registry import get_constructor
+        from keras_vit.data import default_min_crop_scale
         from keras_vit.training.train import default_image_size
 
         get_constructor(model)  # unknown names fail here
@@ -80,9 +81,7 @@ class AugRegHyperModel(kt.HyperModel):
         self.batch_size = batch_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        if min_crop_scale is None:
-            min_crop_scale = 0.5 if str(dataset).split("/")[0] == "shapes" else 0.08
-        self.min_crop_scale = min_crop_scale
+        self.min_crop_scale = default_min_crop_scale(dataset) if min_crop_scale is None else min_crop_scale
         self.seed = seed
         self.clip_norm = clip_norm
         self.warmup_fraction = warmup_fraction
@@ -140,26 +139,17 @@ class AugRegHyperModel(kt.HyperModel):
         return self.search_space.resolve(values)
 
     def build(self, hp):
-        from keras_vit.applications.registry import create_model
-        from keras_vit.training.train import build_optimizer
+        from keras_vit.training.train import build_optimizer, create_training_model
 
         settings = self.settings(hp)
         info = self.validation_data()[1]
         kwargs = {**self.model_kwargs}
         kwargs.setdefault("dropout_rate", settings.dropout_rate)
         kwargs.setdefault("drop_path_rate", settings.drop_path_rate)
-        try:
-            model = create_model(
-                self.model_name, classes=info.num_classes, input_shape=(self.image_size, self.image_size, 3),
-                classifier_activation=None, **kwargs,
-            )
-        except TypeError as error:
-            if "unexpected keyword argument" not in str(error):
-                raise
-            raise ValueError(
-                f"Model {self.model_name!r} does not take an argument of the search ({error}); "
-                f"arguments given: {sorted(kwargs)}."
-            ) from error
+        model = create_training_model(
+            self.model_name, "the search space or model_kwargs", classes=info.num_classes,
+            input_shape=(self.image_size, self.image_size, 3), classifier_activation=None, **kwargs,
+        )
         epochs = hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
         total_steps = self.steps() * max(1, epochs)
         model.compile(
