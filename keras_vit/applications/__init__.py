@@ -1,6 +1,21 @@
-"""keras.applications-style constructors and the model registry."""
+"""keras.applications-style constructors, one folder per model family, and the model registry.
 
-from keras_vit.applications.attention_resnet import (
+Importing this package imports every family, which registers its models
+(`keras_vit.list_models()`) and its checkpoint converters.
+"""
+
+from keras_vit.applications.registry import (
+    ModelSpec,
+    create_model,
+    get_constructor,
+    list_models,
+    model_info,
+    register_model,
+)
+from keras_vit.applications.resnet import (
+    LRNet26,
+    LRNet50,
+    LRNet101,
     NonLocalResNet50,
     NonLocalResNet50Blocks10,
     NonLocalResNet101,
@@ -9,12 +24,6 @@ from keras_vit.applications.attention_resnet import (
     ResNet101,
     SelfAttentionResNet50,
 )
-from keras_vit.applications.hybrid import (
-    HybridVisionTransformer,
-    ViTR26S32,
-    ViTR50B16,
-    ViTR50L32,
-)
 from keras_vit.applications.swin import (
     SwinBase,
     SwinBase384,
@@ -22,8 +31,6 @@ from keras_vit.applications.swin import (
     SwinSmall,
     SwinTiny,
     SwinTransformer,
-)
-from keras_vit.applications.swin_v2 import (
     SwinV2Base,
     SwinV2BaseWindow16,
     SwinV2Small,
@@ -31,9 +38,8 @@ from keras_vit.applications.swin_v2 import (
     SwinV2Tiny,
     SwinV2TinyWindow16,
 )
-from keras_vit.applications.lrnet import LRNet26, LRNet50, LRNet101
-from keras_vit.applications.registry import create_model, get_constructor, list_models, register_model
 from keras_vit.applications.vit import (
+    HybridVisionTransformer,
     ViTBase8,
     ViTBase16,
     ViTBase32,
@@ -41,6 +47,9 @@ from keras_vit.applications.vit import (
     ViTLarge16,
     ViTLarge32,
     ViTPico8,
+    ViTR26S32,
+    ViTR50B16,
+    ViTR50L32,
     ViTSmall16,
     ViTSmall32,
     ViTTiny16,

@@ -7,7 +7,8 @@ import math
 import keras
 import numpy as np
 
-from keras_vit.layers import LocalRelation, MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
+from keras_vit.applications.resnet.local_relation import LocalRelation
+from keras_vit.layers import MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
 
 
 @dataclasses.dataclass

@@ -1,45 +1,63 @@
-"""Keras layers of keras-vit: building blocks in pure `keras.ops`."""
+"""Keras layers of keras-vit: reusable building blocks in pure `keras.ops`.
 
-from keras_vit.layers.attention import CosineAttention, MultiHeadSelfAttention
-from keras_vit.layers.bottleneck import Bottleneck
+The blocks shared by several families live here. Layers that belong to one family
+live in that family's folder (`keras_vit/applications/<family>/`) and are
+re-exported below under their usual names, resolved on first use so that this
+package never imports a model family at import time.
+"""
+
+import importlib
+
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import StochasticDepth
-from keras_vit.layers.local_relation import LocalRelation
-from keras_vit.layers.non_local import NonLocalBlock
 from keras_vit.layers.mlp import Mlp
-from keras_vit.layers.preprocessing import ImageNormalization
-from keras_vit.layers.patch_merging import PatchMerging
-from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
+from keras_vit.layers.non_local import NonLocalBlock
 from keras_vit.layers.patch_embedding import PatchEmbedding, resize_position_embedding
-from keras_vit.layers.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D
+from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
+from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.self_attention_2d import SelfAttention2D
 from keras_vit.layers.spectral_conv import SpectralConv2D
 from keras_vit.layers.token_pooling import TokenPooling
-from keras_vit.layers.swin_block import SwinTransformerBlock
 from keras_vit.layers.transformer_block import TransformerBlock
-from keras_vit.layers.window_attention import WindowAttention, window_partition, window_reverse
+
+# Family layers: public name -> the module that defines it.
+_FAMILY_LAYERS = {
+    "Bottleneck": "keras_vit.applications.resnet.bottleneck",
+    "LocalRelation": "keras_vit.applications.resnet.local_relation",
+    "CosineAttention": "keras_vit.applications.swin.cosine_attention",
+    "PatchMerging": "keras_vit.applications.swin.patch_merging",
+    "SwinTransformerBlock": "keras_vit.applications.swin.block",
+    "WindowAttention": "keras_vit.applications.swin.window_attention",
+    "window_partition": "keras_vit.applications.swin.window_attention",
+    "window_reverse": "keras_vit.applications.swin.window_attention",
+    "ResNetV2Bottleneck": "keras_vit.applications.vit.resnet_v2",
+    "StandardizedConv2D": "keras_vit.applications.vit.resnet_v2",
+}
+
+
+def __getattr__(name):
+    if name in _FAMILY_LAYERS:
+        return getattr(importlib.import_module(_FAMILY_LAYERS[name]), name)
+    raise AttributeError(f"module 'keras_vit.layers' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 __all__ = [
-    "Bottleneck",
-    "LocalRelation",
+    "ContinuousPositionBias",
+    "ImageNormalization",
+    "Mlp",
+    "MultiHeadSelfAttention",
     "NonLocalBlock",
+    "PatchEmbedding",
+    "RelativePositionBias",
     "SelfAttention2D",
     "SpectralConv2D",
-    "ContinuousPositionBias",
-    "CosineAttention",
-    "ImageNormalization",
-    "MultiHeadSelfAttention",
-    "Mlp",
-    "PatchEmbedding",
-    "PatchMerging",
-    "RelativePositionBias",
-    "ResNetV2Bottleneck",
-    "StandardizedConv2D",
     "StochasticDepth",
-    "SwinTransformerBlock",
     "TokenPooling",
     "TransformerBlock",
-    "WindowAttention",
     "resize_position_embedding",
-    "window_partition",
-    "window_reverse",
+    *_FAMILY_LAYERS,
 ]

@@ -1,4 +1,4 @@
-"""The pre-norm transformer encoder block."""
+"""The residual transformer block, given its attention layer."""
 
 import keras
 
@@ -9,33 +9,43 @@ from keras_vit.layers.mlp import Mlp
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class TransformerBlock(keras.layers.Layer):
-    """`x + drop_path(attn(norm1(x)))`, then `x + drop_path(mlp(norm2(x)))`.
+    """`x + drop_path(attention(norm1(x)))`, then `x + drop_path(mlp(norm2(x)))`.
 
     With `post_norm` the norms move after the branches (Swin-V2):
-    `x + drop_path(norm1(attn(x)))`, then `x + drop_path(norm2(mlp(x)))`.
-    Subclasses change the attention by overriding `make_attention` (Swin's
-    window attention) and the MLP width by overriding `mlp_width`.
+    `x + drop_path(norm1(attention(x)))`, then `x + drop_path(norm2(mlp(x)))`.
+
+    The block is composed, not specialised: pass the attention layer it wraps
+    (`WindowAttention`, `CosineAttention`, later cross or causal attention) as
+    `attention`; without one it builds a `MultiHeadSelfAttention` from
+    `num_heads`, `qkv_bias` and the dropout rates. Any attention layer that maps
+    `(batch, ..., channels)` to the same shape fits.
 
     Args:
-        num_heads: attention heads.
-        mlp_dim: hidden width of the MLP.
-        qkv_bias: bias on the qkv projection.
-        dropout_rate: dropout inside the MLP and after the attention projection.
-        attention_dropout_rate: dropout on the attention weights.
+        num_heads: heads of the default attention (unused when `attention` is given).
+        mlp_dim: hidden width of the MLP; or give `mlp_ratio` (width = ratio x channels).
+        attention: the attention layer, or None for multi-head self-attention.
+        mlp_ratio: MLP width over the input width, when `mlp_dim` is None.
+        qkv_bias: bias on the default attention's qkv projection.
+        dropout_rate: dropout inside the MLP (and after the default attention's projection).
+        attention_dropout_rate: dropout on the default attention's weights.
         drop_path_rate: stochastic depth rate of this block.
         layer_norm_epsilon: LayerNorm epsilon (1e-6 in ViT).
         activation: MLP activation ("gelu" is exact GELU).
         post_norm: residual post-normalization.
 
-    Call arguments: `inputs` `(batch, tokens, channels)`; `attention_bias`,
-    `attention_mask` and `return_attention_scores` as in `MultiHeadSelfAttention`.
-    Returns `(batch, tokens, channels)` (and the attention weights when asked).
+    Call arguments: `inputs` `(batch, ..., channels)`, and keyword arguments passed on
+    to the attention layer (e.g. `attention_bias`, `attention_mask`,
+    `return_attention_scores` of `MultiHeadSelfAttention`); None values are dropped.
+    Returns the input shape (and the attention weights when asked).
     """
 
     def __init__(
         self,
-        num_heads,
-        mlp_dim,
+        num_heads=None,
+        mlp_dim=None,
+        *,
+        attention=None,
+        mlp_ratio=None,
         qkv_bias=True,
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
@@ -46,8 +56,13 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if (mlp_dim is None) == (mlp_ratio is None):
+            raise ValueError(f"TransformerBlock needs exactly one of mlp_dim and mlp_ratio, got {mlp_dim!r} and {mlp_ratio!r}.")
+        if attention is None and not num_heads:
+            raise ValueError("TransformerBlock needs num_heads, or an attention layer passed as `attention`.")
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
+        self.mlp_ratio = mlp_ratio
         self.qkv_bias = qkv_bias
         self.dropout_rate = dropout_rate
         self.attention_dropout_rate = attention_dropout_rate
@@ -56,62 +71,41 @@ class TransformerBlock(keras.layers.Layer):
         self.activation = activation
         self.post_norm = post_norm
         policy = self.dtype_policy
+        self.given_attention = attention is not None
+        if isinstance(attention, dict):  # from get_config
+            attention = keras.saving.deserialize_keras_object(attention)
+        self.attention = attention or MultiHeadSelfAttention(
+            num_heads,
+            qkv_bias=qkv_bias,
+            attention_dropout_rate=attention_dropout_rate,
+            projection_dropout_rate=dropout_rate,
+            dtype=policy,
+            name="attention",
+        )
         self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm1")
         self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm2")
         self.drop_path = StochasticDepth(drop_path_rate, dtype=policy, name="drop_path")
 
-    def make_attention(self):
-        """The attention sublayer (created in `build`, after subclasses' own attributes)."""
-        return MultiHeadSelfAttention(
-            self.num_heads,
-            qkv_bias=self.qkv_bias,
-            attention_dropout_rate=self.attention_dropout_rate,
-            projection_dropout_rate=self.dropout_rate,
-            dtype=self.dtype_policy,
-            name="attention",
-        )
-
-    def mlp_width(self, channels):
-        """Hidden width of the MLP for `channels` inputs."""
-        return self.mlp_dim
-
     def build(self, input_shape):
-        self.attention = self.make_attention()
-        self.mlp = Mlp(
-            self.mlp_width(input_shape[-1]),
-            activation=self.activation,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype_policy,
-            name="mlp",
-        )
+        width = self.mlp_dim or int(input_shape[-1] * self.mlp_ratio)
+        self.mlp = Mlp(width, activation=self.activation, dropout_rate=self.dropout_rate, dtype=self.dtype_policy, name="mlp")
         self.norm1.build(input_shape)
         self.attention.build(input_shape)
         self.norm2.build(input_shape)
         self.mlp.build(input_shape)
         self.built = True
 
-    def call(
-        self,
-        inputs,
-        attention_bias=None,
-        attention_mask=None,
-        return_attention_scores=False,
-        training=False,
-    ):
-        # Only what was asked is passed on: window attention takes no bias, mask or scores.
-        options = dict(attention_bias=attention_bias, attention_mask=attention_mask)
-        options = {key: value for key, value in options.items() if value is not None}
-        if return_attention_scores:
-            options["return_attention_scores"] = True
+    def call(self, inputs, training=False, **attention_kwargs):
+        options = {key: value for key, value in attention_kwargs.items() if value is not None and value is not False}
         attended = self.attention(inputs if self.post_norm else self.norm1(inputs), training=training, **options)
-        if return_attention_scores:
+        if options.get("return_attention_scores"):
             attended, scores = attended
         if self.post_norm:
             attended = self.norm1(attended)
         x = inputs + self.drop_path(attended, training=training)
         hidden = self.mlp(x if self.post_norm else self.norm2(x), training=training)
         x = x + self.drop_path(self.norm2(hidden) if self.post_norm else hidden, training=training)
-        if return_attention_scores:
+        if options.get("return_attention_scores"):
             return x, scores
         return x
 
@@ -124,6 +118,7 @@ class TransformerBlock(keras.layers.Layer):
             {
                 "num_heads": self.num_heads,
                 "mlp_dim": self.mlp_dim,
+                "mlp_ratio": self.mlp_ratio,
                 "qkv_bias": self.qkv_bias,
                 "dropout_rate": self.dropout_rate,
                 "attention_dropout_rate": self.attention_dropout_rate,
@@ -133,4 +128,6 @@ class TransformerBlock(keras.layers.Layer):
                 "post_norm": self.post_norm,
             }
         )
+        if self.given_attention:
+            config["attention"] = keras.saving.serialize_keras_object(self.attention)
         return config

@@ -8,6 +8,7 @@ from keras_vit.training.distribute import (
     configure_jax_distribution,
     get_strategy,
     global_batch_size,
+    model_layout_map,
     num_replicas,
     read_tf_config,
     scale_learning_rate,
@@ -16,7 +17,15 @@ from keras_vit.training.distribute import (
     vit_layout_map,
 )
 from keras_vit.training.recipes import RECIPES, Recipe, get_recipe, list_recipes
-from keras_vit.training.train import TrainResult, build_optimizer, default_image_size, train, warmup_cosine_schedule
+from keras_vit.training.train import (
+    TrainResult,
+    build_optimizer,
+    default_image_size,
+    register_trainer,
+    train,
+    train_classifier,
+    warmup_cosine_schedule,
+)
 
 __all__ = [
     "NonFiniteLossError",
@@ -25,6 +34,7 @@ __all__ = [
     "configure_jax_distribution",
     "get_strategy",
     "global_batch_size",
+    "model_layout_map",
     "num_replicas",
     "read_tf_config",
     "scale_learning_rate",
@@ -41,6 +51,8 @@ __all__ = [
     "get_recipe",
     "list_recipes",
     "restore_checkpoint",
+    "register_trainer",
     "train",
+    "train_classifier",
     "warmup_cosine_schedule",
 ]

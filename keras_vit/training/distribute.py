@@ -222,31 +222,29 @@ def _tpu_strategy(tpu_address):
 
 
 def vit_layout_map(device_mesh, model_axis="model"):
-    """A `keras.distribution.LayoutMap` that shards keras_vit transformer kernels over `model_axis`.
-
-    Megatron-style tensor parallelism for every `MultiHeadSelfAttention` and `Mlp` (ViT, Swin,
-    Swin-V2, hybrids): the fused qkv and MLP fc1 kernels are split column-wise,
-    `(None, model)`, with their biases `(model,)`; the attention output projection and MLP fc2
-    kernels row-wise, `(model, None)`, their biases replicated. Every other variable
-    (embeddings, norms, head) is replicated. Keys are regexes on `variable.path`, e.g.
-    `block_0/attention/qkv/kernel` or `stage0_block1/window_attention/attention/projection/kernel`;
-    optimizer slots follow their variable's layout.
-    """
-    layout_map = keras.distribution.LayoutMap(device_mesh)
-    column = (None, model_axis)
-    row = (model_axis, None)
-    layout_map[r"(.*/)?attention/qkv/kernel"] = column
-    layout_map[r"(.*/)?attention/qkv/bias"] = (model_axis,)
-    layout_map[r"(.*/)?attention/projection/kernel"] = row
-    layout_map[r"(.*/)?attention/projection/bias"] = (None,)
-    layout_map[r"(.*/)?mlp/fc1/kernel"] = column
-    layout_map[r"(.*/)?mlp/fc1/bias"] = (model_axis,)
-    layout_map[r"(.*/)?mlp/fc2/kernel"] = row
-    layout_map[r"(.*/)?mlp/fc2/bias"] = (None,)
-    return layout_map
+    """The layout map of the transformer families (ViT, hybrids, Swin, Swin-V2): Megatron-style
+    tensor parallelism for every attention and MLP of a `TransformerBlock` (qkv and fc1 split
+    by columns, the output projections by rows, everything else replicated). Keys are regexes
+    on `variable.path`, e.g. `block_0/attention/qkv/kernel`; optimizer slots follow their
+    variable's layout. It is `keras_vit.model_info("vit_b16").layout_map`."""
+    return model_layout_map("vit_b16", device_mesh, model_axis)
 
 
-def configure_jax_distribution(mode="data", model_parallel=None, devices=None):
+def model_layout_map(model, device_mesh, model_axis="model"):
+    """The `keras.distribution.LayoutMap` a registry model declares for model parallelism
+    (its `ModelSpec.layout_map`); ValueError if it declares none."""
+    from keras_vit.applications.registry import model_info
+
+    spec = model_info(model)
+    if spec.layout_map is None:
+        raise ValueError(
+            f"{model!r} declares no layout map for model parallelism; train it with strategy='data' "
+            "(data parallel) instead of 'model'."
+        )
+    return spec.layout_map(device_mesh, model_axis)
+
+
+def configure_jax_distribution(mode="data", model_parallel=None, devices=None, model="vit_b16"):
     """Sets (and returns) a global `keras.distribution` for the JAX backend.
 
     Call it before building the model. Multi-host runs call `keras.distribution.initialize()`
@@ -254,13 +252,14 @@ def configure_jax_distribution(mode="data", model_parallel=None, devices=None):
 
     Args:
         mode: "data": `DataParallel` over all devices (variables replicated, batch split).
-            "model": `ModelParallel` on a `(batch, model)` `DeviceMesh` with
-            `vit_layout_map`: the transformer kernels are sharded over `model_parallel` devices
-            and the batch over the remaining factor.
+            "model": `ModelParallel` on a `(batch, model)` `DeviceMesh` with the layout map
+            that registry model `model` declares (the transformer families': kernels sharded
+            over `model_parallel` devices and the batch over the remaining factor).
         model_parallel: size of the "model" mesh axis for mode "model" (default: all devices);
             must divide the device count, and the sharded widths (3 * hidden_dim for qkv,
             mlp_dim) must be multiples of it.
         devices: the devices to use (default `keras.distribution.list_devices()`).
+        model: the registry name whose layout map mode "model" uses.
 
     The global batch must be a multiple of the batch-axis size, `num_replicas()`
     (see `check_global_batch`).
@@ -284,18 +283,18 @@ def configure_jax_distribution(mode="data", model_parallel=None, devices=None):
         mesh = keras.distribution.DeviceMesh(
             shape=(count // model_parallel, model_parallel), axis_names=("batch", "model"), devices=devices
         )
-        distribution = keras.distribution.ModelParallel(layout_map=vit_layout_map(mesh), batch_dim_name="batch")
+        distribution = keras.distribution.ModelParallel(layout_map=model_layout_map(model, mesh), batch_dim_name="batch")
     keras.distribution.set_distribution(distribution)
     return distribution
 
 
-def select_distribution(strategy="auto", tpu_address=None):
+def select_distribution(strategy="auto", tpu_address=None, model="vit_b16"):
     """Sets up training on the current backend from one name and returns the tf.distribute
     strategy to build the model under, or None.
 
     TensorFlow: any `get_strategy` kind (or a `tf.distribute.Strategy`, returned as is).
     JAX: "auto" / "data" (`DataParallel` over all devices when there are several), "model"
-    (`ModelParallel` with `vit_layout_map`), "cpu" (one device); returns None after setting
+    (`ModelParallel` with registry model `model`'s layout map), "cpu" (one device); returns None after setting
     the `keras.distribution`. PyTorch: "auto" / "cpu" (one device).
     """
     backend = keras.backend.backend()
@@ -308,7 +307,7 @@ def select_distribution(strategy="auto", tpu_address=None):
             "(tf.distribute strategies need KERAS_BACKEND=tensorflow)."
         )
     if backend == "jax" and strategy != "cpu" and (strategy == "model" or len(keras.distribution.list_devices()) > 1):
-        configure_jax_distribution("model" if strategy == "model" else "data")
+        configure_jax_distribution("model" if strategy == "model" else "data", model=model)
     return None
 
 

@@ -1,16 +1,23 @@
-"""`keras-vit train`: fit a registry model on a dataset and write its artifacts."""
+"""`keras-vit train`: fit a registry model on a dataset and write its artifacts.
+
+`train` dispatches on the model's task (`ModelSpec.task`) to the trainer registered
+for it; `train_classifier` is the classification trainer. A new task registers its
+own with `register_trainer`.
+"""
 
 import contextlib
 import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
 
 import keras
 
+from keras_vit.applications.registry import create_model, list_models, model_info
 from keras_vit.training.callbacks import StopOnNonFiniteLoss, optimizer_steps, TrainingCheckpoint, restore_checkpoint
 from keras_vit.training.distribute import (
     check_global_batch,
@@ -22,10 +29,8 @@ from keras_vit.training.distribute import (
 )
 from keras_vit.training.recipes import get_recipe
 
-# Weights that decoupled weight decay must leave alone, matched against variable names
-# (q/v biases included) and, for layers whose weights have generic names, paths.
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "class_token", "position_embedding", "relative_position_bias_table", "logit_scale"]
-NO_WEIGHT_DECAY_LAYERS = ["continuous_position_bias"]
+# Keras' names of biases (q/v biases included) and norm scales/offsets: never decayed.
+GENERIC_NO_WEIGHT_DECAY = ("bias", "gamma", "beta")
 
 
 @dataclasses.dataclass
@@ -49,10 +54,17 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps):
     )
 
 
-def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None, ema_momentum=None, beta_2=0.999):
-    """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on
-    biases, norms, class tokens, position embeddings, relative position tables,
-    Swin-V2's logit scales and (given the `model`) its continuous-position-bias MLPs.
+def build_optimizer(
+    learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None, ema_momentum=None, beta_2=0.999,
+    no_weight_decay=None,
+):
+    """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on biases,
+    norms and the weights the model declares (`ModelSpec.no_weight_decay`: class
+    tokens, position embeddings, relative position tables, Swin-V2's logit scales and
+    continuous-position-bias MLPs, ...).
+
+    `no_weight_decay` is a list of regexes on variable paths (default: every registered
+    model's); path patterns need the `model`, name patterns apply without it.
     `ema_momentum` keeps an exponential moving average of the weights, which
     replaces them when `fit` ends."""
     optimizer = keras.optimizers.AdamW(
@@ -64,15 +76,40 @@ def build_optimizer(learning_rate, weight_decay, total_steps, warmup_steps, clip
         use_ema=ema_momentum is not None,
         ema_momentum=0.99 if ema_momentum is None else ema_momentum,
     )
+    if no_weight_decay is None:
+        no_weight_decay = sorted({pattern for name in list_models() for pattern in model_info(name).no_weight_decay})
     skipped = [] if model is None else [
-        variable for variable in model.trainable_weights
-        if any(f"{layer}/" in variable.path for layer in NO_WEIGHT_DECAY_LAYERS)
+        variable for variable in model.trainable_weights if any(re.search(p, variable.path) for p in no_weight_decay)
     ]
-    optimizer.exclude_from_weight_decay(var_list=skipped, var_names=NO_WEIGHT_DECAY)
+    optimizer.exclude_from_weight_decay(var_list=skipped, var_names=[*GENERIC_NO_WEIGHT_DECAY, *no_weight_decay])
     return optimizer
 
 
-def train(
+_TRAINERS = {}
+
+
+def register_trainer(task, trainer):
+    """Makes `trainer(model, dataset, **options)` the one `train` uses for models of `task`."""
+    _TRAINERS[task] = trainer
+    return trainer
+
+
+def train(model="vit_pico8", dataset="shapes", **options):
+    """Trains registry `model` on `dataset` with the trainer of the model's task.
+
+    Classification models go to `train_classifier` (its docstring lists the options).
+    Returns a `TrainResult`.
+    """
+    task = model_info(model).task
+    if task not in _TRAINERS:
+        raise ValueError(
+            f"{model!r} is a {task} model, and keras-vit has no trainer for {task} yet; "
+            f"trainers exist for: {', '.join(sorted(_TRAINERS))}."
+        )
+    return _TRAINERS[task](model, dataset, **options)
+
+
+def train_classifier(
     model="vit_pico8",
     dataset="shapes",
     *,
@@ -97,7 +134,7 @@ def train(
     verbose=1,
     model_kwargs=None,
 ):
-    """Trains `model` on `dataset` with a recipe; writes model.keras, history.json, summary.json, curves.png.
+    """Trains a classifier on `dataset` with a recipe; writes model.keras, history.json, summary.json, curves.png.
 
     Args:
         model: registry name.
@@ -118,7 +155,7 @@ def train(
             `get_strategy` ("auto", "tpu", "gpu", "multiworker", "mirrored",
             "cpu") or a `tf.distribute.Strategy`. JAX: "auto" or "data"
             (data parallel over all devices when there are several), "model"
-            (`vit_layout_map` over all devices), "cpu" (one device).
+            (the model's layout map over all devices), "cpu" (one device).
             PyTorch: "auto" or "cpu" (one device).
         tpu_address: the TPU for `strategy="tpu"` (default: TPU_NAME / this VM's).
         precision: "float32", "mixed_bfloat16", "mixed_float16" or "auto"
@@ -136,13 +173,12 @@ def train(
 
     Returns a `TrainResult`.
     """
-    from keras_vit.applications.registry import get_constructor
     from keras_vit.data import default_min_crop_scale, load_dataset
 
     _check_positive(batch_size=batch_size, epochs=epochs)
     recipe = get_recipe(recipe)
-    get_constructor(model)  # unknown names fail before any data work
-    distribution = select_distribution(strategy, tpu_address)
+    spec = model_info(model)  # unknown names fail before any data work
+    distribution = select_distribution(strategy, tpu_address, model=model)
     check_global_batch(batch_size, num_replicas(distribution))
     learning_rate = recipe.scaled_learning_rate(batch_size) if learning_rate is None else learning_rate
     weight_decay = recipe.weight_decay if weight_decay is None else weight_decay
@@ -192,7 +228,7 @@ def train(
             network.compile(
                 optimizer=build_optimizer(
                     learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=recipe.clip_norm, model=network,
-                    ema_momentum=ema_momentum, beta_2=recipe.beta_2,
+                    ema_momentum=ema_momentum, beta_2=recipe.beta_2, no_weight_decay=spec.no_weight_decay,
                 ),
                 loss=loss,
                 metrics=["accuracy"],
@@ -294,18 +330,15 @@ def _worker_index(distribution):
 
 
 def create_training_model(name, source, **kwargs):
-    """`create_model(name, **kwargs)`, with a constructor that does not take one of the
-    arguments (e.g. `drop_path_rate` for a ResNet) reported as a ValueError naming their `source`."""
-    from keras_vit.applications.registry import create_model
-
-    try:
-        return create_model(name, **kwargs)
-    except TypeError as error:
-        if "unexpected keyword argument" not in str(error):
-            raise
+    """`create_model(name, **kwargs)`; an argument the model does not take (e.g.
+    `drop_path_rate` for a ResNet) is a ValueError naming its `source`."""
+    unknown = sorted(set(kwargs) - set(model_info(name).arguments()))
+    if unknown:
         raise ValueError(
-            f"Model {name!r} does not take an argument that {source} set ({error}). Arguments given: {sorted(kwargs)}."
-        ) from error
+            f"Model {name!r} does not take the argument(s) {', '.join(unknown)}, which {source} set. "
+            f"Arguments given: {sorted(kwargs)}."
+        )
+    return create_model(name, **kwargs)
 
 
 def _write_artifacts(model, history, summary, output_dir):
@@ -350,13 +383,14 @@ def plot_history(history, path, title=""):
 
 
 def default_image_size(model_name):
-    """The input side a registry model was designed for (ViTs' `default_size`, else 224)."""
-    from keras_vit.applications.vit import VIT_VARIANTS
-
-    return VIT_VARIANTS.get(model_name, {}).get("default_size", 224)
+    """The input side a registry model was designed for (`ModelSpec.default_size`)."""
+    return model_info(model_name).default_size
 
 
 def _check_positive(**values):
     for name, value in values.items():
         if value is None or value <= 0:
             raise ValueError(f"{name} must be positive, got {value}.")
+
+
+register_trainer("classification", train_classifier)

@@ -4,29 +4,47 @@ A hierarchical transformer: 4x4 patches, stages of (shifted) window
 attention blocks with patch merging between them. One generic builder,
 `SwinTransformer`, reads the variant table below; `version=2` switches to
 V2's scaled cosine attention, continuous position bias, residual
-post-norm and reduce-then-normalize patch merging (the V2 variants are in
-`swin_v2.py`).
+post-norm and reduce-then-normalize patch merging. V2's position bias has no
+per-window weights, so its window-16 variants have the window-8 variants'
+parameter counts.
 """
 
 import keras
 import numpy as np
 
-from keras_vit.applications.vit import make_constructor
-from keras_vit.layers import ImageNormalization, PatchMerging, SwinTransformerBlock
+from keras_vit.applications import common
+from keras_vit.applications.registry import ModelSpec, register_model
+from keras_vit.applications.swin.block import SwinTransformerBlock
+from keras_vit.applications.swin.patch_merging import PatchMerging
+from keras_vit.applications.vit.model import transformer_layout_map
 
 # REFERENCE.md. drop_path_rate is the recipe's default for each size.
 SWIN_VARIANTS = {
     "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2),
     "swin_s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3),
     "swin_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7, drop_path_rate=0.5),
-    "swin_b_384": dict(
-        embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12, default_size=384, drop_path_rate=0.5
-    ),
+    "swin_b_384": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12, drop_path_rate=0.5),
     "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=7, drop_path_rate=0.5),
 }
-# ImageNet statistics in [0, 255], as the reference Swin models were trained.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+SWIN_V2_VARIANTS = {}
+for _window in (8, 16):
+    _suffix = "" if _window == 8 else f"_w{_window}"
+    SWIN_V2_VARIANTS.update(
+        {
+            f"swinv2_t{_suffix}": dict(
+                embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.2, version=2
+            ),
+            f"swinv2_s{_suffix}": dict(
+                embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=_window, drop_path_rate=0.3, version=2
+            ),
+            f"swinv2_b{_suffix}": dict(
+                embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=_window, drop_path_rate=0.5, version=2
+            ),
+        }
+    )
+
+# Weights decoupled weight decay skips besides biases and norms (timm's `no_weight_decay()`).
+SWIN_NO_WEIGHT_DECAY = (r"relative_position_bias_table$", r"logit_scale$", r"continuous_position_bias/")
 
 
 def SwinTransformer(
@@ -65,7 +83,7 @@ def SwinTransformer(
         include_top, weights, input_shape, classes, classifier_activation,
             include_preprocessing: as in `keras.applications` (inputs in [0, 255]
             normalized with ImageNet statistics when `include_preprocessing`).
-        pooling: "avg" (global average of the last stage) or, with
+        pooling: "avg" or "max" (over the last stage's map) or, with
             `include_top=False`, None for the `(batch, h/32, w/32, 8 * embed_dim)` map.
         dropout_rate, attention_dropout_rate, drop_path_rate: regularization;
             stochastic depth grows linearly over all blocks.
@@ -75,10 +93,7 @@ def SwinTransformer(
     Any input size divisible by `patch_size` works: feature maps that are not
     a multiple of the window are padded, and odd maps are padded before merging.
     """
-    if pooling not in ("avg", None):
-        raise ValueError(f"pooling must be 'avg' or None, got {pooling!r}.")
-    if include_top and pooling is None:
-        raise ValueError("include_top=True needs pooling='avg'; use include_top=False for the feature map.")
+    pooling = common.check_head_arguments(name, include_top, pooling, classes, supported=("avg", "max"))
     if len(depths) != len(num_heads):
         raise ValueError(f"depths {depths} and num_heads {num_heads} need one entry per stage.")
     if version not in (1, 2):
@@ -89,11 +104,10 @@ def SwinTransformer(
         )
     pretrained_window_sizes = tuple(pretrained_window_sizes or (0,) * len(depths))
     v2 = version == 2
-    input_shape = _check_input_shape(tuple(input_shape or (default_size, default_size, 3)), patch_size)
+    # Window masks are built for one size, so the size must be fixed.
+    input_shape = common.image_input_shape(name, input_shape, default_size, patch_size)
     inputs = keras.Input(shape=input_shape, name="images")
-    x = inputs
-    if include_preprocessing:
-        x = ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="preprocessing")(x)
+    x = common.preprocess(inputs, include_preprocessing, common.IMAGENET_MEAN, common.IMAGENET_STD)
     x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embedding")(x)
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="patch_norm")(x)
     x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
@@ -120,38 +134,37 @@ def SwinTransformer(
         if stage < len(depths) - 1:
             x = PatchMerging(norm_after=v2, layer_norm_epsilon=layer_norm_epsilon, name=f"stage{stage}_merging")(x)
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
-    if include_top:
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        from keras_vit.convert import load_weights
-
-        load_weights(model, weights)
-    return model
+    x = common.pool(x, pooling)
+    x = common.classification_head(x, include_top, classes, classifier_activation)
+    return common.load_weights(keras.Model(inputs, x, name=name), weights, family="swin")
 
 
-def _check_input_shape(input_shape, patch_size):
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape {input_shape} must be (height, width, channels); images are channels_last.")
-    height, width, _ = input_shape
-    if not all(isinstance(side, int) for side in (height, width)):
-        raise ValueError(
-            f"input_shape {input_shape}: Swin needs a fixed height and width, because its window "
-            "masks are built for one size. Build the model with the size you will feed, e.g. "
-            "input_shape=(224, 224, 3); models of other sizes share weights via get_weights/set_weights."
+def _register(name, constructor_name, description, params, default_size=224):
+    config = SWIN_VARIANTS.get(name) or SWIN_V2_VARIANTS[name]
+    return register_model(
+        ModelSpec(
+            name=name,
+            constructor_name=constructor_name,
+            family="swin",
+            builder=SwinTransformer,
+            config=config,
+            description=description,
+            params=params,
+            default_size=default_size,
+            no_weight_decay=SWIN_NO_WEIGHT_DECAY,
+            layout_map=transformer_layout_map,
         )
-    if height < patch_size or width < patch_size or height % patch_size or width % patch_size:
-        raise ValueError(
-            f"input_shape {input_shape}: height and width must be positive multiples of the patch size "
-            f"{patch_size}, e.g. {max(patch_size, round(height / patch_size) * patch_size)}."
-        )
-    return input_shape
+    )
 
 
-SwinTiny = make_constructor(SwinTransformer, "swin_t", "SwinTiny", "Swin-T", "28,288,354 params", SWIN_VARIANTS["swin_t"])
-SwinSmall = make_constructor(SwinTransformer, "swin_s", "SwinSmall", "Swin-S", "49,606,258 params", SWIN_VARIANTS["swin_s"])
-SwinBase = make_constructor(SwinTransformer, "swin_b", "SwinBase", "Swin-B", "87,768,224 params", SWIN_VARIANTS["swin_b"])
-SwinBase384 = make_constructor(SwinTransformer, "swin_b_384", "SwinBase384", "Swin-B at 384 px, window 12", "87,903,584 params", SWIN_VARIANTS["swin_b_384"])
-SwinLarge = make_constructor(SwinTransformer, "swin_l", "SwinLarge", "Swin-L", "196,532,476 params", SWIN_VARIANTS["swin_l"])
+SwinTiny = _register("swin_t", "SwinTiny", "Swin-T", 28_288_354)
+SwinSmall = _register("swin_s", "SwinSmall", "Swin-S", 49_606_258)
+SwinBase = _register("swin_b", "SwinBase", "Swin-B", 87_768_224)
+SwinBase384 = _register("swin_b_384", "SwinBase384", "Swin-B at 384 px, window 12", 87_903_584, default_size=384)
+SwinLarge = _register("swin_l", "SwinLarge", "Swin-L", 196_532_476)
+SwinV2Tiny = _register("swinv2_t", "SwinV2Tiny", "Swin-V2-T (256 px, window 8)", 28_347_154, 256)
+SwinV2Small = _register("swinv2_s", "SwinV2Small", "Swin-V2-S (256 px, window 8)", 49_728_418, 256)
+SwinV2Base = _register("swinv2_b", "SwinV2Base", "Swin-V2-B (256 px, window 8)", 87_918_816, 256)
+SwinV2TinyWindow16 = _register("swinv2_t_w16", "SwinV2TinyWindow16", "Swin-V2-T (256 px, window 16)", 28_347_154, 256)
+SwinV2SmallWindow16 = _register("swinv2_s_w16", "SwinV2SmallWindow16", "Swin-V2-S (256 px, window 16)", 49_728_418, 256)
+SwinV2BaseWindow16 = _register("swinv2_b_w16", "SwinV2BaseWindow16", "Swin-V2-B (256 px, window 16)", 87_918_816, 256)

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_vit.applications.resnet.local_relation import LocalRelation
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class Bottleneck(keras.layers.Layer):
@@ -84,8 +86,6 @@ class Bottleneck(keras.layers.Layer):
                 name="conv2",
             )
         else:
-            from keras_vit.layers.local_relation import LocalRelation
-
             self.conv2 = LocalRelation(
                 self.width,
                 kernel_size=self.kernel_size,

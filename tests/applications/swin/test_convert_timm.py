@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from keras_vit.applications import SwinTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
 from tests.conftest import to_numpy
-from tests.convert.test_transformers_swin import _save_swin
+from tests.applications.swin.test_convert_transformers import _save_swin
 
 
 def _to_timm(reference, merging_in_next_stage):
@@ -107,7 +107,7 @@ def _to_timm_v2(reference):
 
 
 def test_timm_swinv2_state_dict_matches_transformers(tmp_path):
-    from tests.convert.test_transformers_swin import _save_swinv2
+    from tests.applications.swin.test_convert_transformers import _save_swinv2
 
     reference = _save_swinv2(tmp_path / "hf")
     save_file(_to_timm_v2(reference), str(tmp_path / "swinv2.safetensors"))

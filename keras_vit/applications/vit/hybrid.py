@@ -7,11 +7,12 @@ generic `VisionTransformer` builder.
 """
 
 import functools
+import inspect
 
 import keras
 
-from keras_vit.applications.vit import VisionTransformer, make_constructor
-from keras_vit.layers import ResNetV2Bottleneck, StandardizedConv2D
+from keras_vit.applications.vit.model import VisionTransformer, _register
+from keras_vit.applications.vit.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D
 
 # stem_depths: bottlenecks per ResNet stage (stage widths 256, 512, 1024, 2048;
 # the first stage has stride 1, the others 2, after a stride-4 root).
@@ -66,6 +67,12 @@ def HybridVisionTransformer(stem_depths, hidden_dim, depth, num_heads, mlp_dim, 
     )
 
 
-ViTR26S32 = make_constructor(HybridVisionTransformer, "vit_r26_s32", "ViTR26S32", "R26+ViT-S/32", "36,431,912 params", HYBRID_VARIANTS["vit_r26_s32"])
-ViTR50B16 = make_constructor(HybridVisionTransformer, "vit_r50_b16", "ViTR50B16", "R50+ViT-B/16", "97,890,112 params", HYBRID_VARIANTS["vit_r50_b16"])
-ViTR50L32 = make_constructor(HybridVisionTransformer, "vit_r50_l32", "ViTR50L32", "R50+ViT-L/32", "328,994,856 params", HYBRID_VARIANTS["vit_r50_l32"])
+# The arguments it forwards are VisionTransformer's (less the patch size and stem it sets).
+HybridVisionTransformer.__signature__ = inspect.signature(VisionTransformer).replace(
+    parameters=[inspect.Parameter("stem_depths", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [p for p in inspect.signature(VisionTransformer).parameters.values() if p.name not in ("patch_size", "stem")]
+)
+
+ViTR26S32 = _register("vit_r26_s32", "ViTR26S32", "R26+ViT-S/32", 36_431_912, HybridVisionTransformer, HYBRID_VARIANTS["vit_r26_s32"])
+ViTR50B16 = _register("vit_r50_b16", "ViTR50B16", "R50+ViT-B/16", 98_659_112, HybridVisionTransformer, HYBRID_VARIANTS["vit_r50_b16"])
+ViTR50L32 = _register("vit_r50_l32", "ViTR50L32", "R50+ViT-L/32", 328_994_856, HybridVisionTransformer, HYBRID_VARIANTS["vit_r50_l32"])

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit.layers.local_relation import LocalRelation, window_offsets
+from keras_vit.applications.resnet.local_relation import LocalRelation, window_offsets
 from tests.conftest import to_numpy
 
 RANDOM_BIAS = keras.initializers.RandomNormal(stddev=0.5)

@@ -39,7 +39,7 @@ def test_bad_arguments():
         _tiny(input_shape=(None, None, 3))
     with pytest.raises(ValueError, match="positive multiples"):
         _tiny(input_shape=(0, 0, 3))
-    with pytest.raises(ValueError, match="pooling must be 'avg' or None"):
+    with pytest.raises(ValueError, match="pooling must be one of 'avg', 'max'"):
         _tiny(pooling="token")
     with pytest.raises(ValueError, match="one entry per stage"):
         _tiny(num_heads=(2,))

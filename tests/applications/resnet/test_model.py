@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.applications.attention_resnet import NL_5_BLOCKS, ResNet
-from keras_vit.layers.bottleneck import Bottleneck
+from keras_vit.applications.resnet import NL_5_BLOCKS, ResNet
+from keras_vit.applications.resnet.bottleneck import Bottleneck
 from tests.conftest import assert_trains_and_round_trips, to_numpy
 
 

@@ -1,13 +1,17 @@
-"""Maps Swin checkpoints (transformers, timm) onto keras-vit's Swin layout.
+"""Swin and Swin-V2 converters: transformers `model_type="swin"/"swinv2"` and timm `swin*`.
 
 Each source format describes its tensor names as a `SwinNames` instance; the
-mapping from there to our variables is shared.
+mapping from there to our variables is shared. Importing this module registers
+the converters with `keras_vit.convert`.
 """
 
 import dataclasses
 
 import numpy as np
 
+from keras_vit.applications.registry import create_model
+from keras_vit.applications.swin.model import SWIN_V2_VARIANTS, SWIN_VARIANTS, SwinTransformer
+from keras_vit.convert import TimmConverter, TransformersConverter, register_converter
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
 from keras_vit.layers.position_bias import resize_bias_table
 
@@ -204,3 +208,80 @@ def _dense(weight_map, path, source):
 def _norm(weight_map, path, source):
     weight_map.set(f"{path}/gamma", weight_map.take(source + ".weight"))
     weight_map.set(f"{path}/beta", weight_map.take(source + ".bias"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+
+def swin_kwargs_from_config(config, tensors):
+    """keras-vit `SwinTransformer` arguments equivalent to a transformers Swin or Swinv2 config."""
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"Unsupported Swin hidden_act {config.get('hidden_act')!r}; supported: 'gelu'.")
+    image_size = config.get("image_size", 224)
+    num_classes = tensors["classifier.weight"].shape[0] if "classifier.weight" in tensors else None
+    version = {}
+    if config["model_type"] == "swinv2":
+        pretrained = config.get("pretrained_window_sizes") or [0] * len(config["depths"])
+        version = dict(version=2, pretrained_window_sizes=tuple(pretrained) if any(pretrained) else None)
+    return dict(
+        **version,
+        embed_dim=config["embed_dim"],
+        depths=tuple(config["depths"]),
+        num_heads=tuple(config["num_heads"]),
+        window_size=config.get("window_size", 7),
+        patch_size=config.get("patch_size", 4),
+        mlp_ratio=config.get("mlp_ratio", 4.0),
+        qkv_bias=config.get("qkv_bias", True),
+        layer_norm_epsilon=config.get("layer_norm_eps", 1e-5),
+        input_shape=(image_size, image_size, config.get("num_channels", 3)),
+        include_top=num_classes is not None,
+        classes=num_classes or 1000,
+        classifier_activation=None,
+        drop_path_rate=0.0,
+    )
+
+
+def _map_transformers_swin(weight_map, model_type, include_top, allow_resize):
+    names = TRANSFORMERS_SWINV2 if model_type == "swinv2" else TRANSFORMERS_SWIN
+    map_swin(weight_map, names, include_top, allow_resize=allow_resize)
+
+
+for _model_type in ("swin", "swinv2"):
+    register_converter(
+        TransformersConverter(
+            model_type=_model_type,
+            family="swin",
+            builder=SwinTransformer,
+            builder_arguments=swin_kwargs_from_config,
+            map_weights=_map_transformers_swin,
+        )
+    )
+
+# timm model names -> keras-vit registry names.
+TIMM_NAMES = {
+    "swin_tiny_patch4_window7_224": "swin_t",
+    "swin_small_patch4_window7_224": "swin_s",
+    "swin_base_patch4_window7_224": "swin_b",
+    "swin_base_patch4_window12_384": "swin_b_384",
+    "swin_large_patch4_window7_224": "swin_l",
+    "swinv2_tiny_window8_256": "swinv2_t",
+    "swinv2_small_window8_256": "swinv2_s",
+    "swinv2_base_window8_256": "swinv2_b",
+    "swinv2_tiny_window16_256": "swinv2_t_w16",
+    "swinv2_small_window16_256": "swinv2_s_w16",
+    "swinv2_base_window16_256": "swinv2_b_w16",
+}
+
+register_converter(
+    TimmConverter(
+        family="swin",
+        model_names={**{name: name for name in (*SWIN_VARIANTS, *SWIN_V2_VARIANTS)}, **TIMM_NAMES},
+        create=create_model,
+        recognizes=lambda tensors: any(key.startswith("layers.") for key in tensors),
+        map_weights=lambda weight_map, tensors, include_top, allow_resize: map_swin(
+            weight_map, timm_swin_names(tensors), include_top, allow_resize=allow_resize
+        ),
+    )
+)

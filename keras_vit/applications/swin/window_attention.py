@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.attention import CosineAttention, MultiHeadSelfAttention
+from keras_vit.applications.swin.cosine_attention import CosineAttention
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.constant import device_constant
 from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
 

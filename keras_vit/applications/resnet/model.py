@@ -1,7 +1,7 @@
 """ResNets with attention: Non-local ResNet-50 (Wang et al., CVPR 2018) and a general
 builder that inserts `NonLocalBlock` or `SelfAttention2D` after chosen residual blocks.
 
-`ResNet` is the one generic builder of the ResNet family here; LR-Net
+`ResNet` is the one generic builder of the ResNet family; LR-Net
 (`lrnet.py`) is the same builder with local relation layers in place of the
 3x3 convs. Blocks are ResNet v1.5 bottlenecks (stride on the 3x3 conv, convs
 without bias), so a plain `resnet50` has torchvision's 25,557,032 parameters.
@@ -9,12 +9,12 @@ without bias), so a plain `resnet50` has torchvision's 25,557,032 parameters.
 
 import keras
 
-from keras_vit.applications.vit import make_constructor
-from keras_vit.layers import ImageNormalization
-from keras_vit.layers.bottleneck import Bottleneck
-
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from keras_vit.applications import common
+from keras_vit.applications.registry import ModelSpec, register_model
+from keras_vit.applications.resnet.bottleneck import Bottleneck
+from keras_vit.applications.resnet.local_relation import LocalRelation
+from keras_vit.layers.non_local import NonLocalBlock
+from keras_vit.layers.self_attention_2d import SelfAttention2D
 
 # Non-local placements in res3 (stage 1, 4 blocks) and res4 (stage 2, 6 blocks) of ResNet-50.
 NL_5_BLOCKS = {1: (1, 3), 2: (1, 3, 5)}  # every second block: 2 + 3
@@ -32,14 +32,7 @@ RESNET_VARIANTS = {
 _ATTENTION_DEFAULTS = {"non_local": dict(sub_sample=True), "self_attention": dict()}
 
 
-def _attention_layer(kind, name, options):
-    if kind == "non_local":
-        from keras_vit.layers.non_local import NonLocalBlock
-
-        return NonLocalBlock(name=name, **options)
-    from keras_vit.layers.self_attention_2d import SelfAttention2D
-
-    return SelfAttention2D(name=name, **options)
+_ATTENTION_LAYERS = {"non_local": NonLocalBlock, "self_attention": SelfAttention2D}
 
 
 def _check_attention_blocks(attention, attention_blocks, depths):
@@ -116,23 +109,16 @@ def ResNet(
         raise ValueError(f"depths {depths}, widths {widths} and filters {filters} need one entry per stage.")
     if stem not in ("conv", "local_relation"):
         raise ValueError(f"stem must be 'conv' or 'local_relation', got {stem!r}.")
-    if pooling not in ("avg", "max", None):
-        raise ValueError(f"pooling must be 'avg', 'max' or None, got {pooling!r}.")
-    if include_top and pooling is None:
-        raise ValueError("include_top=True needs pooling='avg' or 'max'; use include_top=False for the feature map.")
+    pooling = common.check_head_arguments(name, include_top, pooling, classes, supported=("avg", "max"))
     placements = _check_attention_blocks(attention, attention_blocks, depths)
     groups = tuple(channels_per_group) if isinstance(channels_per_group, (tuple, list)) else (channels_per_group,) * len(depths)
     if len(groups) != len(depths):
         raise ValueError(f"channels_per_group {channels_per_group} needs one entry per stage ({len(depths)}).")
     options = {**_ATTENTION_DEFAULTS.get(attention, {}), **(attention_options or {})}
-    input_shape = tuple(input_shape or (default_size, default_size, 3))
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape {input_shape} must be (height, width, channels); images are channels_last.")
+    input_shape = common.image_input_shape(name, input_shape, default_size)
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = inputs
-    if include_preprocessing:
-        x = ImageNormalization(IMAGENET_MEAN, IMAGENET_STD, name="preprocessing")(x)
+    x = common.preprocess(inputs, include_preprocessing, common.IMAGENET_MEAN, common.IMAGENET_STD)
     x = _stem(x, stem, kernel_size, groups[-1])  # the paper's m (res2's may be smaller to divide its width)
     for stage, (depth, width, out, m) in enumerate(zip(depths, widths, filters, groups)):
         for block in range(depth):
@@ -147,20 +133,10 @@ def ResNet(
                 name=f"stage{stage}_block{block}",
             )(x)
             if block in placements.get(stage, ()):
-                x = _attention_layer(attention, f"stage{stage}_block{block}_{attention}", options)(x)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="pooling")(x)
-    if include_top:
-        x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        from keras_vit.convert import load_weights
-
-        load_weights(model, weights)
-    return model
+                x = _ATTENTION_LAYERS[attention](name=f"stage{stage}_block{block}_{attention}", **options)(x)
+    x = common.pool(x, pooling)
+    x = common.classification_head(x, include_top, classes, classifier_activation, dropout_rate=dropout_rate)
+    return common.load_weights(keras.Model(inputs, x, name=name), weights, family="resnet")
 
 
 def _stem(x, stem, kernel_size, channels_per_group):
@@ -168,8 +144,6 @@ def _stem(x, stem, kernel_size, channels_per_group):
         x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
         x = keras.layers.Conv2D(64, 7, strides=2, use_bias=False, kernel_initializer="he_normal", name="stem_conv")(x)
     else:
-        from keras_vit.layers.local_relation import LocalRelation
-
         x = keras.layers.Conv2D(64, 1, use_bias=False, kernel_initializer="he_normal", name="stem_conv")(x)
         x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="stem_conv_bn")(x)
         x = keras.layers.ReLU(name="stem_conv_relu")(x)
@@ -182,9 +156,24 @@ def _stem(x, stem, kernel_size, channels_per_group):
     return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
 
-ResNet50 = make_constructor(ResNet, "resnet50", "ResNet50", "ResNet-50 (v1.5)", "25,557,032 trainable params", RESNET_VARIANTS["resnet50"])
-ResNet101 = make_constructor(ResNet, "resnet101", "ResNet101", "ResNet-101 (v1.5)", "44,549,160 trainable params", RESNET_VARIANTS["resnet101"])
-NonLocalResNet50 = make_constructor(ResNet, "nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", "32,915,496 trainable params", RESNET_VARIANTS["nl_resnet50"])
-NonLocalResNet50Blocks10 = make_constructor(ResNet, "nl_resnet50_10", "NonLocalResNet50Blocks10", "ResNet-50 with 10 non-local blocks (every block of res3 and res4)", "40,273,960 trainable params", RESNET_VARIANTS["nl_resnet50_10"])
-NonLocalResNet101 = make_constructor(ResNet, "nl_resnet101", "NonLocalResNet101", "ResNet-101 with 5 non-local blocks (res3: 2, res4: 3)", "51,907,624 trainable params", RESNET_VARIANTS["nl_resnet101"])
-SelfAttentionResNet50 = make_constructor(ResNet, "sa_resnet50", "SelfAttentionResNet50", "ResNet-50 with 5 SAGAN self-attention blocks (res3: 2, res4: 3)", "30,144,557 trainable params", RESNET_VARIANTS["sa_resnet50"])
+def register_resnet(name, constructor_name, description, params, config):
+    """Registers a variant of the `ResNet` builder (ResNets, attention ResNets, LR-Nets)."""
+    return register_model(
+        ModelSpec(
+            name=name,
+            constructor_name=constructor_name,
+            family="resnet",
+            builder=ResNet,
+            config=config,
+            description=description,
+            params=params,
+        )
+    )
+
+
+ResNet50 = register_resnet("resnet50", "ResNet50", "ResNet-50 (v1.5)", 25_557_032, RESNET_VARIANTS["resnet50"])
+ResNet101 = register_resnet("resnet101", "ResNet101", "ResNet-101 (v1.5)", 44_549_160, RESNET_VARIANTS["resnet101"])
+NonLocalResNet50 = register_resnet("nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", 32_915_496, RESNET_VARIANTS["nl_resnet50"])
+NonLocalResNet50Blocks10 = register_resnet("nl_resnet50_10", "NonLocalResNet50Blocks10", "ResNet-50 with 10 non-local blocks (every block of res3 and res4)", 40_273_960, RESNET_VARIANTS["nl_resnet50_10"])
+NonLocalResNet101 = register_resnet("nl_resnet101", "NonLocalResNet101", "ResNet-101 with 5 non-local blocks (res3: 2, res4: 3)", 51_907_624, RESNET_VARIANTS["nl_resnet101"])
+SelfAttentionResNet50 = register_resnet("sa_resnet50", "SelfAttentionResNet50", "ResNet-50 with 5 SAGAN self-attention blocks (res3: 2, res4: 3)", 30_144_557, RESNET_VARIANTS["sa_resnet50"])

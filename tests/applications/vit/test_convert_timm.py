@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import torch
@@ -8,7 +9,7 @@ import keras_vit
 from keras_vit.applications import HybridVisionTransformer, VisionTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
 from tests.conftest import to_numpy
-from tests.convert.timm_reference import random_vit_state, vit_forward
+from tests.applications.vit.timm_reference import random_vit_state, vit_forward
 
 
 def _nhwc(images):
@@ -77,7 +78,7 @@ def test_hybrid_stem_pads_like_tensorflow_on_odd_sizes():
     stem = {k[len("patch_embed.backbone."):]: v.numpy() for k, v in state.items()}
     from keras_vit.convert.weight_map import conv_kernel
     model.get_layer("stem_conv").kernel.assign(conv_kernel(stem["stem.conv.weight"]))
-    feature_model = keras_vit.applications.vit.keras.Model(model.input, model.get_layer("stem_stage0_block0").output)
+    feature_model = keras.Model(model.input, model.get_layer("stem_stage0_block0").output)
     for layer_name, source in (("stem_norm", "stem.norm"),):
         model.get_layer(layer_name).gamma.assign(stem[source + ".weight"])
         model.get_layer(layer_name).beta.assign(stem[source + ".bias"])

@@ -5,7 +5,7 @@ import pytest
 from keras_vit.layers import ContinuousPositionBias, CosineAttention, PatchMerging, RelativePositionBias
 from keras_vit.layers import SwinTransformerBlock, WindowAttention, window_partition, window_reverse
 from keras_vit.layers.position_bias import log_spaced_offsets, relative_position_index, resize_bias_table
-from keras_vit.layers.window_attention import shifted_window_mask
+from keras_vit.applications.swin.window_attention import shifted_window_mask
 from tests.conftest import naive_attention, to_numpy
 
 
