@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from keras_vit.applications.registry import TASKS
+
 
 def _train(args):
     from keras_vit.training import train
@@ -53,7 +55,7 @@ def _tune(args):
         args.dataset,
         tuner=args.tuner,
         search_space=space,
-        max_trials=args.max_trials if args.max_trials or args.tuner not in ("random", "bayesian") else 6,
+        max_trials=args.max_trials,
         complete_grid=args.complete_grid,
         epochs_per_trial=args.epochs_per_trial,
         output_dir=output_dir,
@@ -181,24 +183,31 @@ def build_parser():
     info = commands.add_parser("info", help="parameters, GFLOPs and attention memory of a model")
     info.add_argument("model", nargs="?", help="registry name, e.g. vit_b16")
     info.add_argument("--image-size", type=int, default=None)
-    info.add_argument("--list", action="store_true", help="list the registry names")
+    info.add_argument("--list", action="store_true", help="list the registered models as a table")
+    info.add_argument("--task", default=None, choices=TASKS, help="with --list: only the models of this task")
     info.set_defaults(handler=_info_or_list)
     return parser
 
 
 def _add_tune_parser(commands):
+    # The same defaults as keras_vit.tuning.tune(), from one place.
+    from keras_vit.tuning import defaults
+
     tune = commands.add_parser(
         "tune",
-        help="search augmentation and regularization with KerasTuner (default: AugReg's grid on shapes)",
+        help=f"search augmentation and regularization with KerasTuner (default: {defaults.DEFAULT_TUNER} search over "
+             f"AugReg's grid on {defaults.DEFAULT_DATASET})",
         description="Searches RandAugment/MixUp strength, dropout, stochastic depth, weight decay and learning rate. "
                     "Writes best_hyperparameters.json, best_model.keras, trials.csv/json and augreg.png. Running the "
                     "same command again continues an interrupted search.",
     )
-    tune.add_argument("--model", default="vit_pico8", help="registry name (keras-vit info --list)")
-    tune.add_argument("--dataset", default="shapes", help="'shapes', a TFDS name, or a folder of class sub-folders")
+    tune.add_argument("--model", default=defaults.DEFAULT_MODEL, help="registry name (keras-vit info --list)")
+    tune.add_argument("--dataset", default=defaults.DEFAULT_DATASET,
+                      help="'shapes', a TFDS name, or a folder of class sub-folders")
     tune.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
-    tune.add_argument("--tuner", default="random", help="grid, random, bayesian or hyperband (default: random)")
-    tune.add_argument("--space", default="augreg",
+    tune.add_argument("--tuner", default=defaults.DEFAULT_TUNER,
+                      help=f"grid, random, bayesian or hyperband (default: {defaults.DEFAULT_TUNER})")
+    tune.add_argument("--space", default=defaults.DEFAULT_SEARCH_SPACE,
                       help="preset: 'augreg' (7 augmentations x noreg/reg x wd 0.1/0.03, lr 1e-3) or 'continuous' "
                            "(the same knobs as ranges)")
     tune.add_argument("--search", action="append", metavar="KNOB=SPEC",
@@ -206,19 +215,21 @@ def _add_tune_parser(commands):
                            "or 'unset'. Knobs: augmentation, randaugment_layers, randaugment_magnitude, mixup_alpha, "
                            "cutmix_alpha, regularization, dropout_rate, drop_path_rate, weight_decay, learning_rate")
     tune.add_argument("--max-trials", type=int, default=None,
-                      help="trial cap (default: grid: all its points; random/bayesian: 6; hyperband: its brackets)")
+                      help=f"trial cap (default: grid: all its points; random/bayesian: {defaults.DEFAULT_MAX_TRIALS}; "
+                           "hyperband: its brackets)")
     tune.add_argument("--complete-grid", action="store_true",
                       help="with --tuner grid: refuse a --max-trials below the grid size")
-    tune.add_argument("--epochs-per-trial", type=int, default=2, help="epochs of each trial (hyperband: the most)")
-    tune.add_argument("--image-size", type=int, default=32,
-                      help="square input side (default 32, which keeps the default search to a few minutes; "
-                           "pass the model's size, e.g. 224, for real runs)")
-    tune.add_argument("--batch-size", type=int, default=64)
+    tune.add_argument("--epochs-per-trial", type=int, default=defaults.DEFAULT_EPOCHS_PER_TRIAL,
+                      help=f"epochs of each trial (hyperband: the most; default {defaults.DEFAULT_EPOCHS_PER_TRIAL})")
+    tune.add_argument("--image-size", type=int, default=defaults.DEFAULT_IMAGE_SIZE,
+                      help=f"square input side (default {defaults.DEFAULT_IMAGE_SIZE}, which keeps the default search "
+                           "to a few minutes; pass the model's size, e.g. 224, for real runs)")
+    tune.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
     tune.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
     tune.add_argument("--output-dir", default=None, help="results and the KerasTuner project (default: runs/tune_...)")
     tune.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing a search found there")
     tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--max-retries", type=int, default=1,
+    tune.add_argument("--max-retries", type=int, default=defaults.DEFAULT_MAX_RETRIES,
                       help="runs again a trial that crashed or whose worker died this many times before it is FAILED")
     tune.add_argument("--strategy", default="cpu",
                       help="where each trial trains: TensorFlow auto|tpu|gpu|multiworker|mirrored|cpu; "
@@ -230,18 +241,28 @@ def _add_tune_parser(commands):
     tune.add_argument("--worker", default=None, metavar="ID", help="distributed: run trials as worker ID (e.g. worker0)")
     tune.add_argument("--oracle-address", default=None, metavar="HOST:PORT",
                       help="the chief's address (KERASTUNER_ORACLE_IP/PORT); the chief listens on it")
-    tune.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
-                      help="chief: give a trial to another worker when its worker is silent this long")
+    tune.add_argument("--heartbeat-timeout", type=float, default=defaults.DEFAULT_HEARTBEAT_TIMEOUT, metavar="SECONDS",
+                      help="chief: give a trial to another worker when its worker is silent this long "
+                           f"(default {defaults.DEFAULT_HEARTBEAT_TIMEOUT:g})")
     tune.set_defaults(handler=_tune)
 
 
 def _info_or_list(args):
     if args.list or not args.model:
-        import keras_vit
-
-        print("\n".join(keras_vit.list_models()))
+        _list_models(args.task)
         return
     _info(args)
+
+
+def _list_models(task=None):
+    """The registry as a table: name, task, family, default size, published parameters, description."""
+    import keras_vit
+
+    specs = [keras_vit.model_info(name) for name in keras_vit.list_models(task=task)]
+    print(f"{'name':14} {'task':15} {'family':7} {'size':>4} {'params':>13}  description")
+    for spec in specs:
+        params = f"{spec.params:,}" if spec.params else "-"
+        print(f"{spec.name:14} {spec.task:15} {spec.family:7} {spec.default_size:>4} {params:>13}  {spec.description}")
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@ import keras
 import keras_tuner as kt
 
 from keras_vit.training.recipes import get_recipe
+from keras_vit.tuning.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DATASET, DEFAULT_EPOCHS_PER_TRIAL, DEFAULT_MODEL
 from keras_vit.tuning.search_space import SearchSpace
 
 # AugReg warms up over 10k of its ~93.8k steps; the same share of each trial.
@@ -45,14 +46,14 @@ class AugRegHyperModel(kt.HyperModel):
 
     def __init__(
         self,
-        model="vit_pico8",
-        dataset="shapes",
+        model=DEFAULT_MODEL,
+        dataset=DEFAULT_DATASET,
         *,
         search_space=None,
         data_dir=None,
         image_size=None,
-        batch_size=64,
-        epochs=2,
+        batch_size=DEFAULT_BATCH_SIZE,
+        epochs=DEFAULT_EPOCHS_PER_TRIAL,
         steps_per_epoch=None,
         min_crop_scale=None,
         seed=0,

@@ -50,3 +50,23 @@ def test_tune_trials_run_under_a_strategy(tmp_path, shapes_data_dir, capsys):
     else:  # tf.distribute strategies need the TensorFlow backend; JAX has data/model, PyTorch one device
         assert code == 2 and "strategy='mirrored' is not available on the" in captured.err
         assert not out.exists()
+
+
+def test_tune_and_the_command_line_share_their_defaults(tmp_path):
+    import inspect
+
+    from keras_vit import tuning
+
+    args = cli.build_parser().parse_args(["tune"])
+    params = inspect.signature(tuning.tune).parameters
+    for option, parameter in [("model", "model"), ("dataset", "dataset"), ("tuner", "tuner"), ("space", "search_space"),
+                              ("max_trials", "max_trials"), ("epochs_per_trial", "epochs_per_trial"),
+                              ("image_size", "image_size"), ("batch_size", "batch_size"), ("seed", "seed"),
+                              ("max_retries", "max_retries_per_trial"), ("heartbeat_timeout", "heartbeat_timeout")]:
+        assert getattr(args, option) == params[parameter].default, option
+    assert (args.tuner, args.epochs_per_trial, args.image_size) == ("random", 2, 32)
+    # No --max-trials: 6 trials for random and Bayesian, the whole grid, Hyperband's brackets.
+    grid = tuning.augreg_grid()
+    assert [tuning.default_max_trials(name, grid) for name in tuning.TUNERS] == [28, 6, 6, None]
+    hypermodel = tuning.AugRegHyperModel(search_space=grid)
+    assert tuning.make_tuner("random", hypermodel, directory=str(tmp_path)).oracle.max_trials == 6
