@@ -76,7 +76,7 @@ def run_backend(args):
     import keras
     import numpy as np
 
-    from keras_vit.applications.complexity import measure
+    from keras_vit.evaluation.complexity import measure
 
     env = environment()
     print(f"# backend={env['backend']} cpu={env['cpu']!r} cores={env['cores']} loadavg={load_average()}", flush=True)

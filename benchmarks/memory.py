@@ -59,7 +59,7 @@ def measure_one(name, size):
     import numpy as np
 
     import keras_vit
-    from keras_vit.applications.complexity import measure
+    from keras_vit.evaluation.complexity import measure
 
     if keras.backend.backend() != "jax":
         raise ValueError("benchmarks/memory.py reads XLA's memory analysis: run it with KERAS_BACKEND=jax.")

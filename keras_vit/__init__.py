@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from keras_vit import applications, convert, layers  # noqa: E402
 from keras_vit.applications.registry import create_model, list_models, model_info  # noqa: E402
 
-_LAZY_SUBPACKAGES = ("data", "training", "tuning")
+_LAZY_SUBPACKAGES = ("data", "evaluation", "training", "tuning")
 
 
 def __getattr__(name):
@@ -31,6 +31,7 @@ __all__ = [
     "convert",
     "create_model",
     "data",
+    "evaluation",
     "layers",
     "list_models",
     "model_info",

@@ -100,7 +100,7 @@ def _set_tuner_role(args):
 
 def _info(args):
     import keras_vit
-    from keras_vit.applications.complexity import measure
+    from keras_vit.evaluation.complexity import measure
 
     kwargs = {}
     if args.image_size:

@@ -90,7 +90,8 @@ class TransformerBlock(keras.layers.Layer):
         width = self.mlp_dim or int(input_shape[-1] * self.mlp_ratio)
         self.mlp = Mlp(width, activation=self.activation, dropout_rate=self.dropout_rate, dtype=self.dtype_policy, name="mlp")
         self.norm1.build(input_shape)
-        self.attention.build(input_shape)
+        if not self.attention.built:  # a deserialized attention layer arrives built
+            self.attention.build(input_shape)
         self.norm2.build(input_shape)
         self.mlp.build(input_shape)
         self.built = True
@@ -131,3 +132,21 @@ class TransformerBlock(keras.layers.Layer):
         if self.given_attention:
             config["attention"] = keras.saving.serialize_keras_object(self.attention)
         return config
+
+
+def transformer_layout_map(device_mesh, model_axis="model"):
+    """A `keras.distribution.LayoutMap` that shards the attention and MLP kernels of every
+    `TransformerBlock` over `model_axis` (Megatron style: qkv and fc1 by columns, the
+    output projections by rows); everything else is replicated, and optimizer slots
+    follow their variable's layout. Fits every family built from `TransformerBlock`."""
+    layout_map = keras.distribution.LayoutMap(device_mesh)
+    column, row = (None, model_axis), (model_axis, None)
+    layout_map[r"(.*/)?attention/qkv/kernel"] = column
+    layout_map[r"(.*/)?attention/qkv/bias"] = (model_axis,)
+    layout_map[r"(.*/)?attention/projection/kernel"] = row
+    layout_map[r"(.*/)?attention/projection/bias"] = (None,)
+    layout_map[r"(.*/)?mlp/fc1/kernel"] = column
+    layout_map[r"(.*/)?mlp/fc1/bias"] = (model_axis,)
+    layout_map[r"(.*/)?mlp/fc2/kernel"] = row
+    layout_map[r"(.*/)?mlp/fc2/bias"] = (None,)
+    return layout_map

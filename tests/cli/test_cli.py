@@ -23,7 +23,7 @@ def test_info_prints_parameters_macs_and_attention_memory(capsys):
 
 def test_macs_equal_the_closed_form():
     from keras_vit import create_model
-    from keras_vit.applications.complexity import measure
+    from keras_vit.evaluation.complexity import measure
 
     cost = measure(create_model("vit_b16"))
     assert cost.macs == _vit_macs(12, 768, 3072, 197, 16 * 16 * 3, 1000)
@@ -32,7 +32,7 @@ def test_macs_equal_the_closed_form():
 
 def test_info_attention_grows_quadratically_with_tokens():
     from keras_vit import create_model
-    from keras_vit.applications.complexity import measure
+    from keras_vit.evaluation.complexity import measure
 
     small = measure(create_model("vit_pico8", input_shape=(64, 64, 3)))
     large = measure(create_model("vit_pico8", input_shape=(128, 128, 3)))

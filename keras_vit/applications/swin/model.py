@@ -16,7 +16,7 @@ from keras_vit.applications import common
 from keras_vit.applications.registry import ModelSpec, register_model
 from keras_vit.applications.swin.block import SwinTransformerBlock
 from keras_vit.applications.swin.patch_merging import PatchMerging
-from keras_vit.applications.vit.model import transformer_layout_map
+from keras_vit.layers.transformer_block import transformer_layout_map
 
 # REFERENCE.md. drop_path_rate is the recipe's default for each size.
 SWIN_VARIANTS = {

@@ -22,6 +22,5 @@ from keras_vit.applications.vit.model import (
     ViTSmall32,
     ViTTiny16,
     VisionTransformer,
-    transformer_layout_map,
 )
 from keras_vit.applications.vit.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D

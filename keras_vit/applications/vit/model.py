@@ -12,6 +12,7 @@ import numpy as np
 from keras_vit.applications import common
 from keras_vit.applications.registry import ModelSpec, register_model
 from keras_vit.layers import PatchEmbedding, TransformerBlock
+from keras_vit.layers.transformer_block import transformer_layout_map
 
 # Variant table: patch size, width, depth, heads, MLP width (REFERENCE.md).
 VIT_VARIANTS = {
@@ -122,24 +123,6 @@ def VisionTransformer(
             x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits")(x)
     x = common.classification_head(x, include_top, classes, classifier_activation, kernel_initializer="zeros")
     return common.load_weights(keras.Model(inputs, x, name=name), weights, family="vit")
-
-
-def transformer_layout_map(device_mesh, model_axis="model"):
-    """A `keras.distribution.LayoutMap` that shards the attention and MLP kernels of every
-    `TransformerBlock` over `model_axis` (Megatron style: qkv and fc1 by columns, the
-    output projections by rows); everything else is replicated, and optimizer slots
-    follow their variable's layout. Fits every family built from `TransformerBlock`."""
-    layout_map = keras.distribution.LayoutMap(device_mesh)
-    column, row = (None, model_axis), (model_axis, None)
-    layout_map[r"(.*/)?attention/qkv/kernel"] = column
-    layout_map[r"(.*/)?attention/qkv/bias"] = (model_axis,)
-    layout_map[r"(.*/)?attention/projection/kernel"] = row
-    layout_map[r"(.*/)?attention/projection/bias"] = (None,)
-    layout_map[r"(.*/)?mlp/fc1/kernel"] = column
-    layout_map[r"(.*/)?mlp/fc1/bias"] = (model_axis,)
-    layout_map[r"(.*/)?mlp/fc2/kernel"] = row
-    layout_map[r"(.*/)?mlp/fc2/bias"] = (None,)
-    return layout_map
 
 
 def _register(name, constructor_name, description, params, builder=VisionTransformer, config=None, **spec):
