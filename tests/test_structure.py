@@ -4,6 +4,10 @@ and a convert/ that imports no family. Read from the source, so it costs nothing
 import ast
 import pathlib
 
+import pytest
+
+pytestmark = pytest.mark.backend_agnostic
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_vit"
 FAMILIES = sorted(p.name for p in (PACKAGE / "applications").iterdir() if (p / "__init__.py").exists())
 

@@ -5,6 +5,8 @@ import pytest
 
 from keras_vit import cli
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _vit_macs(depth, dim, mlp, tokens, patch_inputs, classes):
     """Closed form: per block qkv + projection + MLP + the two attention products."""

@@ -5,6 +5,8 @@ import pytest
 from keras_vit.data import Augmentation, load_dataset, randaugment_factor
 from keras_vit.training.recipes import AUGREG_AUGMENTATIONS
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 @pytest.mark.parametrize("magnitude,factor", [(0, 0.0), (10, 1 / 12), (15, 1 / 8), (20, 1 / 6)])
 def test_augreg_magnitude_maps_to_keras_factor(magnitude, factor):

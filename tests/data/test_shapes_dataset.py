@@ -8,6 +8,8 @@ from keras_vit.data import Shapes
 from keras_vit.data import render_example
 from keras_vit.data import shapes
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def test_render_example_is_deterministic():
     first, again = render_example(7), render_example(7)

@@ -6,6 +6,8 @@ import pytest
 from keras_vit.layers import StochasticDepth
 from keras_vit.training import RECIPES, get_recipe, list_recipes, train
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def test_augreg_grid_is_seven_augmentations_by_two_regularizations_by_two_weight_decays():
     augreg = [name for name in list_recipes() if name.startswith("augreg-")]

@@ -18,9 +18,11 @@ def free_port():
 
 
 def start_cli(args, log_path, **env):
-    """`keras-vit ARGS` in a subprocess on the TensorFlow backend, output to `log_path`."""
+    """`keras-vit ARGS` in a subprocess on this test run's backend, output to `log_path`."""
+    import keras
+
     environment = {key: value for key, value in os.environ.items() if not key.startswith("KERASTUNER_")}
-    environment.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+    environment.update(KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
                        PYTHONPATH=REPO + os.pathsep + environment.get("PYTHONPATH", ""), **env)
     log = open(log_path, "w")
     return subprocess.Popen([sys.executable, "-m", "keras_vit.cli", *map(str, args)], stdout=log,

@@ -1,8 +1,11 @@
+import pytest
 import json
 import os
 
 from keras_vit import cli
 from tests.tuning.conftest import TINY
+
+pytestmark = pytest.mark.backend_agnostic
 
 
 def test_tune_grid_from_the_command_line(tmp_path, shapes_data_dir, capsys):

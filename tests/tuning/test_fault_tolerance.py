@@ -4,19 +4,11 @@ import json
 import os
 import signal
 
-import keras
 import pytest
 
 from tests.tuning.conftest import TINY, free_port, start_cli, wait_for
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        keras.backend.backend() != "tensorflow",
-        reason="subprocess searches run once, on the TensorFlow leg of scripts/test.sh (they start their own "
-               "TensorFlow-backend processes whatever the leg)",
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.backend_agnostic]
 # Four grid points: augmentation none/light1 x weight decay 0.1/0.03.
 GRID = ["--tuner", "grid", "--search", "augmentation=none,light1", "--search", "regularization=noreg",
         "--search", "weight_decay=0.1,0.03"]

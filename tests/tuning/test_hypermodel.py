@@ -9,6 +9,8 @@ import pytest
 from keras_vit.training.recipes import AUGREG_AUGMENTATIONS
 from keras_vit.tuning import AugRegHyperModel, SearchSpace, continuous_space, make_tuner, resolve, tune
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _tiny(shapes_data_dir, space=None, **kwargs):
     return AugRegHyperModel("vit_pico8", "shapes/small", search_space=space, data_dir=shapes_data_dir, image_size=32,

@@ -16,6 +16,8 @@ from keras_vit.tuning import (
     tune,
 )
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _enumerate_grid(space, tmp_path):
     """Runs KerasTuner's own GridSearchOracle over `space` (no training) and returns the values it hands out."""

@@ -3,7 +3,7 @@ import pytest
 
 import keras_vit
 from keras_vit.applications import SwinTransformer
-from keras_vit.applications.complexity import measure
+from keras_vit.evaluation.complexity import measure
 from tests.conftest import assert_trains_and_round_trips
 
 PARAMS = {"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swin_b_384": 87_903_584,
@@ -12,6 +12,7 @@ PARAMS = {"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swi
           "swinv2_t_w16": 28_347_154, "swinv2_s_w16": 49_728_418, "swinv2_b_w16": 87_918_816}
 
 
+@pytest.mark.backend_agnostic  # a parameter count is the same on every backend
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_parameter_counts_match_reference(name):

@@ -16,12 +16,14 @@ PARAMS = {
 }
 
 
+@pytest.mark.backend_agnostic  # a parameter count is the same on every backend
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_parameter_counts_match_reference(name):
     assert keras_vit.create_model(name).count_params() == PARAMS[name]
 
 
+@pytest.mark.backend_agnostic  # a parameter count is the same on every backend
 @pytest.mark.slow
 def test_r50_b16_headless_count_matches_timm_default():
     assert keras_vit.create_model("vit_r50_b16", include_top=False).count_params() == 97_890_112
