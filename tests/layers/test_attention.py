@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_vit.layers import MultiHeadSelfAttention
-from tests.conftest import naive_attention, to_numpy
+from tests.conftest import assert_parity, naive_attention, randomize_weights, to_numpy
 
 
 def _weights(layer):
@@ -13,9 +13,11 @@ def _weights(layer):
 def test_matches_naive_attention():
     x = np.random.RandomState(0).randn(2, 5, 8).astype("float32")
     layer = MultiHeadSelfAttention(num_heads=2)
+    layer.build(x.shape)
+    randomize_weights(layer)
     out = to_numpy(layer(x))
     for b in range(2):
-        np.testing.assert_allclose(out[b], naive_attention(x[b], *_weights(layer), 2), atol=1e-5)
+        assert_parity(out[b], naive_attention(x[b], *_weights(layer), 2), "attention vs naive loops")
 
 
 def test_bias_and_mask_match_naive_attention():
@@ -25,9 +27,11 @@ def test_bias_and_mask_match_naive_attention():
     mask = np.ones((4, 4), bool)
     mask[:, 3] = False  # nobody attends to the last token
     layer = MultiHeadSelfAttention(num_heads=2)
+    layer.build(x.shape)
+    randomize_weights(layer)
     out = to_numpy(layer(x, attention_bias=bias[None], attention_mask=mask[None, None]))
     expected = naive_attention(x[0], *_weights(layer), 2, bias=bias + np.where(mask, 0, -1e9))
-    np.testing.assert_allclose(out[0], expected, atol=1e-4)
+    assert_parity(out[0], expected, "attention with bias and mask vs naive loops")
 
 
 def test_fused_and_explicit_paths_agree_and_scores_are_distributions():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_vit.layers import Mlp, StochasticDepth, TokenPooling, TransformerBlock
-from tests.conftest import naive_attention, to_numpy
+from tests.conftest import assert_parity, naive_attention, randomize_weights, to_numpy
 
 
 def _layer_norm(x, gamma, beta, eps):
@@ -19,6 +19,8 @@ def _gelu(x):
 def test_transformer_block_matches_naive_pre_norm_block():
     x = np.random.RandomState(0).randn(2, 5, 8).astype("float32")
     block = TransformerBlock(num_heads=2, mlp_dim=16, layer_norm_epsilon=1e-6)
+    block(x)  # builds it
+    randomize_weights(block)
     out = to_numpy(block(x))
     w = {v.path.split("/", 1)[1]: to_numpy(v) for v in block.weights}
     attention = [w["attention/qkv/kernel"], w["attention/qkv/bias"], w["attention/projection/kernel"], w["attention/projection/bias"]]
@@ -26,7 +28,7 @@ def test_transformer_block_matches_naive_pre_norm_block():
         h = x[b] + naive_attention(_layer_norm(x[b], w["norm1/gamma"], w["norm1/beta"], 1e-6), *attention, 2)
         y = _layer_norm(h, w["norm2/gamma"], w["norm2/beta"], 1e-6)
         y = _gelu(y @ w["mlp/fc1/kernel"] + w["mlp/fc1/bias"]) @ w["mlp/fc2/kernel"] + w["mlp/fc2/bias"]
-        np.testing.assert_allclose(out[b], h + y, atol=1e-4)
+        assert_parity(out[b], h + y, "pre-norm block vs NumPy")
 
 
 def test_block_returns_attention_scores():
@@ -59,7 +61,7 @@ def test_mlp_shapes_and_output_dim():
 def test_token_pooling():
     x = np.arange(2 * 3 * 2, dtype="float32").reshape(2, 3, 2)
     np.testing.assert_array_equal(to_numpy(TokenPooling("token")(x)), x[:, 0])
-    np.testing.assert_allclose(to_numpy(TokenPooling("gap", num_prefix_tokens=1)(x)), x[:, 1:].mean(1))
+    assert_parity(TokenPooling("gap", num_prefix_tokens=1)(x), x[:, 1:].mean(1), "gap pooling vs NumPy mean")
 
 
 @pytest.mark.parametrize("layer", [TransformerBlock(3, 12, drop_path_rate=0.1), Mlp(8, activation="gelu_tanh"), StochasticDepth(0.2)])
@@ -67,3 +69,26 @@ def test_config_round_trip(layer):
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert keras.saving.get_registered_name(layer.__class__).startswith("keras_vit>")
+
+
+def test_transformer_block_composes_the_attention_it_is_given():
+    from keras_vit.layers import SwinTransformerBlock, WindowAttention
+
+    x = np.random.RandomState(0).randn(2, 4, 4, 8).astype("float32")
+    swin = SwinTransformerBlock(2, window_size=2, shift_size=1, mlp_ratio=2.0)
+    composed = TransformerBlock(
+        attention=WindowAttention(2, window_size=2, shift_size=1, name="window_attention"),
+        mlp_ratio=2.0,
+        layer_norm_epsilon=1e-5,
+    )
+    swin(x), composed(x)
+    assert [v.path.split("/", 1)[1] for v in swin.weights] == [v.path.split("/", 1)[1] for v in composed.weights]
+    composed.set_weights(swin.get_weights())
+    np.testing.assert_allclose(to_numpy(composed(x)), to_numpy(swin(x)), atol=1e-6)
+    restored = TransformerBlock.from_config(composed.get_config())
+    assert isinstance(restored.attention, WindowAttention) and restored.attention.shift_size == 1
+    restored(x)
+    restored.set_weights(composed.get_weights())
+    np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(composed(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="exactly one of mlp_dim and mlp_ratio"):
+        TransformerBlock(2)

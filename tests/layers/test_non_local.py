@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_vit.layers.non_local import NON_LOCAL_MODES, NonLocalBlock
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
 
 # (input shape without batch, pool size over the spatial axes with sub_sample)
 SHAPES = {
@@ -91,7 +91,7 @@ def test_matches_naive_loops(mode, kind, sub_sample):
     out = to_numpy(layer(x, training=False))
     assert not np.allclose(out, x)
     for b in range(2):
-        np.testing.assert_allclose(out[b], naive_non_local(layer, x[b], pool), atol=1e-5, rtol=1e-5)
+        assert_parity(out[b], naive_non_local(layer, x[b], pool), f"non-local {mode} vs naive loops")
 
 
 @pytest.mark.parametrize("mode", NON_LOCAL_MODES)
@@ -103,7 +103,7 @@ def test_without_batch_norm_and_custom_bottleneck_match_naive_loops(mode):
     assert layer.bottleneck == 5 and not hasattr(layer, "batch_norm")
     randomize_output_branch(layer, rng)
     out = to_numpy(layer(x))
-    np.testing.assert_allclose(out[0], naive_non_local(layer, x[0], (2, 2)), atol=1e-5, rtol=1e-5)
+    assert_parity(out[0], naive_non_local(layer, x[0], (2, 2)), f"non-local {mode} without BN vs naive loops")
 
 
 def test_gaussian_creates_no_theta_or_phi_and_concatenation_has_one_kernel():
@@ -180,7 +180,7 @@ def test_dynamic_spatial_size():
     randomize_output_branch(block, np.random.RandomState(5))
     for size in (4, 6):
         x = np.random.RandomState(size).randn(1, size, size, 4).astype("float32")
-        np.testing.assert_allclose(model.predict(x, verbose=0)[0], naive_non_local(block, x[0], (2, 2)), atol=1e-5)
+        assert_parity(model.predict(x, verbose=0)[0], naive_non_local(block, x[0], (2, 2)), f"non-local at {size} px vs naive loops")
 
 
 @pytest.mark.parametrize("mode", NON_LOCAL_MODES)

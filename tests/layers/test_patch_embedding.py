@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from keras_vit.layers import PatchEmbedding, resize_position_embedding
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
 
 
 def test_tokens_are_projected_patches_plus_position():
@@ -15,8 +15,8 @@ def test_tokens_are_projected_patches_plus_position():
     position = to_numpy(layer.position_embedding)[0]
     patch = images[1, 4:8, 8:12]  # row 1, column 2 -> token 1 + 1 * 3 + 2
     expected = np.einsum("hwc,hwcd->d", patch, kernel) + bias + position[6]
-    np.testing.assert_allclose(tokens[1, 6], expected, atol=1e-5)
-    np.testing.assert_allclose(tokens[0, 0], to_numpy(layer.class_token)[0, 0] + position[0], atol=1e-6)
+    assert_parity(tokens[1, 6], expected, "patch token vs NumPy projection")
+    assert_parity(tokens[0, 0], to_numpy(layer.class_token)[0, 0] + position[0], "class token + position")
 
 
 def test_without_class_token():
@@ -38,7 +38,7 @@ def test_resize_matches_torch_interpolate(method, mode, source, target):
     grid = torch.from_numpy(embedding[0, 1:].reshape(1, *source, 3)).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=target, mode=mode, align_corners=False)
     expected = expected.permute(0, 2, 3, 1).reshape(1, -1, 3).numpy()
-    np.testing.assert_allclose(resized[:, 1:], expected, atol=1e-5)
+    assert_parity(resized[:, 1:], expected, f"{method} position embedding resize vs torch interpolate")
     np.testing.assert_array_equal(resized[:, :1], embedding[:, :1])
 
 

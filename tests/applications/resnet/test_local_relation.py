@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_vit.applications.resnet.local_relation import LocalRelation, window_offsets
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
 
 RANDOM_BIAS = keras.initializers.RandomNormal(stddev=0.5)
 
@@ -85,7 +85,7 @@ def test_matches_naive_loops_including_borders(strides, composability):
     )
     out = to_numpy(layer(x))
     assert out.shape == (2, 6 // strides, 6 // strides, 12)
-    np.testing.assert_allclose(out, naive_local_relation(x, layer), atol=1e-5, rtol=1e-5)
+    assert_parity(out, naive_local_relation(x, layer), f"local relation {composability}, strides {strides} vs naive loops")
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -97,7 +97,7 @@ def test_matches_naive_loops_odd_sizes_wide_keys_no_projection(strides):
     )  # fmt: skip
     out = to_numpy(layer(x))
     assert out.shape == (1, (7 - 1) // strides + 1, (5 - 1) // strides + 1, 8)
-    np.testing.assert_allclose(out, naive_local_relation(x, layer), atol=1e-5, rtol=1e-5)
+    assert_parity(out, naive_local_relation(x, layer), f"local relation, kernel 5, strides {strides} vs naive loops")
 
 
 def _interior(out_size, in_size, radius, strides, offset):
@@ -129,7 +129,7 @@ def test_geometry_prior_depends_only_on_relative_position():
     layer.build((None, 6, 6, 8))
     prior = to_numpy(layer.geometry_prior())
     assert prior.shape == (5, 5, 4)
-    np.testing.assert_allclose(prior, naive_prior(layer), atol=1e-5)
+    assert_parity(prior, naive_prior(layer), "geometry prior vs naive MLP")
     np.testing.assert_array_equal(window_offsets(3), [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 0], [0, 1], [1, -1], [1, 0], [1, 1]])
 
     # A constant image makes the appearance term the same for every cell, so every pixel's
@@ -143,7 +143,7 @@ def test_geometry_prior_depends_only_on_relative_position():
             inside = np.array([0 <= i + a - 2 < 6 and 0 <= j + b - 2 < 6 for a in range(5) for b in range(5)])
             expected = np.where(inside[:, None], np.exp(flat_prior - flat_prior[inside].max(0)), 0.0)
             expected /= expected.sum(0)
-            np.testing.assert_allclose(weights[:, i, j], np.broadcast_to(expected, (2, 25, 4)), atol=1e-5)
+            assert_parity(weights[:, i, j], np.broadcast_to(expected, (2, 25, 4)), f"aggregation weights at ({i}, {j}) vs softmax of the prior")
     # interior pixels share exactly the same weights
     np.testing.assert_allclose(weights[:, 2:4, 2:4], np.broadcast_to(weights[:1, 2:3, 2:3], (2, 2, 2, 25, 4)), atol=1e-6)
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from keras_vit.applications import SwinTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
 from tests.applications.swin.test_convert_transformers import _save_swin
 
 
@@ -61,7 +61,7 @@ def _check_loaded_model_matches(reference, path, version):
     images = np.random.RandomState(0).randn(2, 3, 32, 32).astype("float32")
     with torch.no_grad():
         expected = reference(torch.from_numpy(images)).logits.numpy()
-    np.testing.assert_allclose(to_numpy(model(np.transpose(images, (0, 2, 3, 1)))), expected, atol=1e-4)
+    assert_parity(model(np.transpose(images, (0, 2, 3, 1))), expected, f"Swin v{version} logits vs transformers")
 
 
 def test_timm_name_selects_swin_and_mismatch_is_reported(tmp_path):

@@ -4,7 +4,21 @@ import torch
 from transformers import SwinConfig, SwinForImageClassification
 
 from keras_vit.convert import load_transformers_checkpoint
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
+
+
+def _randomize(model):
+    """Random, not default, values everywhere, of a scale that keeps activations of order 1: kernels
+    N(0, 1/fan_in), vectors and bias tables N(0, 0.3^2), Swin V2 logit scales U(1, 5) (temperatures
+    e..148, clamped at 100)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("logit_scale"):
+                parameter.uniform_(1.0, 5.0)
+            elif parameter.dim() >= 2 and not name.endswith("relative_position_bias_table"):
+                parameter.normal_(0, parameter[0].numel() ** -0.5)
+            else:
+                parameter.normal_(0, 0.3)
 
 
 def _save_swin(path, **overrides):
@@ -13,9 +27,7 @@ def _save_swin(path, **overrides):
     config.update(overrides)
     torch.manual_seed(0)
     model = SwinForImageClassification(SwinConfig(**config)).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0, 0.3)
+    _randomize(model)
     model.save_pretrained(path)
     return model
 
@@ -24,7 +36,7 @@ def _compare(reference, model, size, seed=0):
     images = np.random.RandomState(seed).randn(2, 3, size, size).astype("float32")
     with torch.no_grad():
         expected = reference(torch.from_numpy(images)).logits.numpy()
-    np.testing.assert_allclose(to_numpy(model(np.transpose(images, (0, 2, 3, 1)))), expected, atol=1e-4)
+    assert_parity(model(np.transpose(images, (0, 2, 3, 1))), expected, "Swin logits vs transformers")
 
 
 def test_shifted_windows_match_transformers(tmp_path):
@@ -48,12 +60,7 @@ def _save_swinv2(path, model_class=None, **overrides):
     config.update(overrides)
     torch.manual_seed(0)
     model = (model_class or Swinv2ForImageClassification)(Swinv2Config(**config)).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("logit_scale"):
-                parameter.uniform_(1.0, 5.0)  # temperatures e..148, clamped at 100
-            else:
-                parameter.normal_(0, 0.3)
+    _randomize(model)
     model.save_pretrained(path)
     return model
 
@@ -84,7 +91,7 @@ def test_bare_backbones_load_without_a_head(tmp_path, version):
     images = np.random.RandomState(0).randn(2, 3, 32, 32).astype("float32")
     with torch.no_grad():
         expected = reference(torch.from_numpy(images)).pooler_output.numpy()
-    np.testing.assert_allclose(to_numpy(model(np.transpose(images, (0, 2, 3, 1)))), expected, atol=1e-4)
+    assert_parity(model(np.transpose(images, (0, 2, 3, 1))), expected, f"bare Swin v{version} pooler output vs transformers")
 
 
 def test_other_window_size_needs_allow_resize(tmp_path):

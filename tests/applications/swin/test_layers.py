@@ -6,7 +6,7 @@ from keras_vit.layers import ContinuousPositionBias, CosineAttention, PatchMergi
 from keras_vit.layers import SwinTransformerBlock, WindowAttention, window_partition, window_reverse
 from keras_vit.layers.position_bias import log_spaced_offsets, relative_position_index, resize_bias_table
 from keras_vit.applications.swin.window_attention import shifted_window_mask
-from tests.conftest import naive_attention, to_numpy
+from tests.conftest import assert_parity, naive_attention, randomize_weights, to_numpy
 
 
 def test_partition_and_reverse_are_inverse_and_group_windows():
@@ -53,6 +53,8 @@ def test_window_attention_equals_naive_attention_per_window():
     rng = np.random.RandomState(1)
     x = rng.randn(1, 4, 4, 8).astype("float32")
     layer = WindowAttention(num_heads=2, window_size=2)
+    layer(x)  # builds it
+    randomize_weights(layer)
     out = to_numpy(layer(x))
     attention = layer.attention
     weights = [to_numpy(w) for w in (attention.qkv.kernel, attention.qkv.bias, attention.projection.kernel, attention.projection.bias)]
@@ -61,18 +63,20 @@ def test_window_attention_equals_naive_attention_per_window():
         for wj in range(2):
             tokens = x[0, 2 * wi : 2 * wi + 2, 2 * wj : 2 * wj + 2].reshape(4, 8)
             expected = naive_attention(tokens, *weights, 2, bias=bias)
-            np.testing.assert_allclose(out[0, 2 * wi : 2 * wi + 2, 2 * wj : 2 * wj + 2].reshape(4, 8), expected, atol=1e-5)
+            assert_parity(out[0, 2 * wi : 2 * wi + 2, 2 * wj : 2 * wj + 2].reshape(4, 8), expected, f"window ({wi}, {wj}) vs naive attention")
 
 
 def test_masked_padding_ignores_padded_tokens():
     x = np.random.RandomState(2).randn(1, 3, 3, 4).astype("float32")
     layer = WindowAttention(num_heads=1, window_size=2, mask_padding=True)
+    layer(x)  # builds it
+    randomize_weights(layer)
     out = to_numpy(layer(x))
     # the bottom-right token sits alone in its padded window: it may only attend to itself
     attention = layer.attention
     v = x[0, 2, 2] @ to_numpy(attention.qkv.kernel)[:, 8:] + to_numpy(attention.qkv.bias)[8:]
     expected = v @ to_numpy(attention.projection.kernel) + to_numpy(attention.projection.bias)
-    np.testing.assert_allclose(out[0, 2, 2], expected, atol=1e-5)
+    assert_parity(out[0, 2, 2], expected, "lone padded-window token vs its value")
     assert out.shape == (1, 3, 3, 4)
 
 
@@ -92,7 +96,7 @@ def test_patch_merging_concatenates_2x2_in_reference_order():
     padded = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
     grouped = np.concatenate([padded[:, 0::2, 0::2], padded[:, 1::2, 0::2], padded[:, 0::2, 1::2], padded[:, 1::2, 1::2]], -1)
     normed = (grouped - grouped.mean(-1, keepdims=True)) / np.sqrt(grouped.var(-1, keepdims=True) + 1e-5)
-    np.testing.assert_allclose(out, normed @ to_numpy(layer.reduction.kernel), atol=1e-4)
+    assert_parity(out, normed @ to_numpy(layer.reduction.kernel), "patch merging vs NumPy")
 
 
 def test_cosine_attention_equals_naive_scaled_cosine_attention():
@@ -100,6 +104,7 @@ def test_cosine_attention_equals_naive_scaled_cosine_attention():
     x = rng.randn(2, 5, 8).astype("float32")
     layer = CosineAttention(num_heads=2)
     layer.build(x.shape)
+    randomize_weights(layer)
     layer.query_bias.assign(rng.randn(8).astype("float32"))
     layer.value_bias.assign(rng.randn(8).astype("float32"))
     layer.logit_scale.assign(np.array([1.0, 6.0], "float32"))  # the second head is clamped to log(100)
@@ -116,7 +121,7 @@ def test_cosine_attention_equals_naive_scaled_cosine_attention():
             logits = cosine * temperature + bias[h]
             weights = np.exp(logits - logits.max(-1, keepdims=True))
             heads.append((weights / weights.sum(-1, keepdims=True)) @ v)
-        np.testing.assert_allclose(out[b], np.concatenate(heads, -1) @ wo + bo, atol=1e-4)
+        assert_parity(out[b], np.concatenate(heads, -1) @ wo + bo, "cosine attention vs NumPy")
 
 
 def test_cosine_attention_parameters_and_zero_keys():
@@ -165,7 +170,7 @@ def test_post_norm_block_normalizes_the_branches():
     out = to_numpy(block(x))
     attention = to_numpy(block.attention(x))
     h = x + to_numpy(block.norm1(attention))
-    np.testing.assert_allclose(out, h + to_numpy(block.norm2(block.mlp(h))), atol=1e-5)
+    assert_parity(out, h + to_numpy(block.norm2(block.mlp(h))), "post-norm block vs its definition")
     with pytest.raises(ValueError, match="position_bias must be"):
         WindowAttention(2, 4, position_bias="learned")
 

@@ -55,6 +55,7 @@ def test_save_load_and_train(tmp_path, version):
     assert_trains_and_round_trips(_tiny(drop_path_rate=0.1, attention_dropout_rate=0.1, version=version), tmp_path / "swin.keras")
 
 
+@pytest.mark.backend_agnostic  # counts from shapes, the same on every backend
 def test_attention_memory_grows_linearly_for_swin_and_quadratically_for_vit():
     swin = [measure(_tiny(input_shape=(s, s, 3))).attention_elements for s in (32, 64)]
     vit = [measure(keras_vit.create_model("vit_pico8", pooling="gap", input_shape=(s, s, 3))).attention_elements

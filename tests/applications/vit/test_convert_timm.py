@@ -8,7 +8,7 @@ from transformers import BitConfig, BitModel
 import keras_vit
 from keras_vit.applications import HybridVisionTransformer, VisionTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
 from tests.applications.vit.timm_reference import random_vit_state, vit_forward
 
 
@@ -26,7 +26,7 @@ def test_vit_state_dict_matches_reference(tmp_path):
     load_weights(model, str(tmp_path / "vit.safetensors"))
     images = np.random.RandomState(0).randn(2, 3, 16, 16).astype("float32")
     expected = vit_forward(state, torch.from_numpy(images), num_heads=3).numpy()
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), expected, atol=1e-4)
+    assert_parity(model(_nhwc(images)), expected, "ViT logits vs timm reference")
 
 
 def _bit_stem(depths):
@@ -66,7 +66,7 @@ def test_hybrid_state_dict_matches_bit_stem_plus_reference_vit(tmp_path):
     with torch.no_grad():
         features = bit(torch.from_numpy(images)).last_hidden_state
         expected = vit_forward(state, None, num_heads=2, features=features).numpy()
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), expected, atol=1e-4)
+    assert_parity(model(_nhwc(images)), expected, "hybrid logits vs BitModel + timm reference")
 
 
 def test_hybrid_stem_pads_like_tensorflow_on_odd_sizes():
@@ -93,7 +93,7 @@ def test_hybrid_stem_pads_like_tensorflow_on_odd_sizes():
     images = np.random.RandomState(3).randn(1, 3, 36, 36).astype("float32")
     with torch.no_grad():
         expected = bit(torch.from_numpy(images)).last_hidden_state.numpy()
-    np.testing.assert_allclose(to_numpy(feature_model(_nhwc(images))), np.transpose(expected, (0, 2, 3, 1)), atol=1e-4)
+    assert_parity(feature_model(_nhwc(images)), np.transpose(expected, (0, 2, 3, 1)), "BiT stem stage 0 vs BitModel")
 
 
 def test_load_timm_checkpoint_by_timm_name_and_resize(tmp_path):
@@ -105,7 +105,7 @@ def test_load_timm_checkpoint_by_timm_name_and_resize(tmp_path):
     assert model.name == "vit_ti16" and model.output_shape == (None, 10)
     images = np.random.RandomState(4).randn(1, 3, 224, 224).astype("float32")
     expected = vit_forward(state, torch.from_numpy(images), num_heads=3).numpy()
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), expected, atol=1e-4)
+    assert_parity(model(_nhwc(images)), expected, "vit_ti16 logits vs timm reference")
     bigger = load_timm_checkpoint("vit_ti16", str(tmp_path / "ti.safetensors"), input_shape=(256, 256, 3))
     assert bigger.get_layer("patch_embedding").position_embedding.shape == (1, 1 + 256, 192)
 

@@ -9,7 +9,18 @@ from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
 import keras_vit
 from keras_vit.convert import load_transformers_checkpoint
-from tests.conftest import to_numpy
+from tests.conftest import assert_parity, to_numpy
+
+
+def _randomize(model):
+    """Random, not default, values everywhere (the classifier starts at 0), of a scale that keeps
+    activations of order 1: kernels N(0, 1/fan_in), vectors and embeddings N(0, 0.5^2)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() >= 2 and not name.endswith(("cls_token", "position_embeddings")):
+                parameter.normal_(0, parameter[0].numel() ** -0.5)
+            else:
+                parameter.normal_(0, 0.5)
 
 
 def _save_vit(path, num_labels=5, **overrides):
@@ -18,9 +29,7 @@ def _save_vit(path, num_labels=5, **overrides):
     config.update(overrides)
     torch.manual_seed(0)
     model = ViTForImageClassification(ViTConfig(**config)).eval()
-    with torch.no_grad():  # random, not default, values everywhere (classifier starts at 0)
-        for parameter in model.parameters():
-            parameter.normal_(0, 0.5)
+    _randomize(model)
     model.save_pretrained(path)
     return model
 
@@ -39,7 +48,7 @@ def test_logits_match_transformers(tmp_path, overrides):
     reference = _save_vit(tmp_path, **overrides)
     model = load_transformers_checkpoint(str(tmp_path))
     images = np.random.RandomState(0).randn(3, 3, 32, 32).astype("float32")
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), _logits(reference, images), atol=1e-4)
+    assert_parity(model(_nhwc(images)), _logits(reference, images), "ViT logits vs transformers")
 
 
 def test_include_preprocessing_takes_raw_pixels(tmp_path):
@@ -47,7 +56,7 @@ def test_include_preprocessing_takes_raw_pixels(tmp_path):
     model = load_transformers_checkpoint(str(tmp_path), include_preprocessing=True)
     pixels = np.random.RandomState(1).randint(0, 256, (2, 32, 32, 3)).astype("float32")
     normalized = np.transpose(pixels / 127.5 - 1.0, (0, 3, 1, 2)).astype("float32")
-    np.testing.assert_allclose(to_numpy(model(pixels)), _logits(reference, normalized), atol=1e-4)
+    assert_parity(model(pixels), _logits(reference, normalized), "ViT logits with preprocessing vs transformers")
 
 
 def test_position_embedding_interpolation_matches_transformers(tmp_path):
@@ -55,7 +64,7 @@ def test_position_embedding_interpolation_matches_transformers(tmp_path):
     model = load_transformers_checkpoint(str(tmp_path), input_shape=(48, 48, 3))
     images = np.random.RandomState(2).randn(2, 3, 48, 48).astype("float32")
     expected = _logits(reference, images, interpolate_pos_encoding=True)
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), expected, atol=1e-4)
+    assert_parity(model(_nhwc(images)), expected, "ViT logits at 48 px vs transformers interpolate_pos_encoding")
 
 
 def test_legacy_key_layout_and_headless_vit_model(tmp_path):
@@ -73,24 +82,25 @@ def test_legacy_key_layout_and_headless_vit_model(tmp_path):
     (tmp_path / "legacy" / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
     model = load_transformers_checkpoint(str(tmp_path / "legacy"))
     images = np.random.RandomState(3).randn(1, 3, 32, 32).astype("float32")
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), _logits(reference, images), atol=1e-4)
+    assert_parity(model(_nhwc(images)), _logits(reference, images), "ViT logits vs transformers")
 
     headless = load_transformers_checkpoint(str(tmp_path / "new"), include_top=False)
     with torch.no_grad():
         hidden = reference.vit(torch.from_numpy(images)).last_hidden_state[:, 0].numpy()
-    np.testing.assert_allclose(to_numpy(headless(_nhwc(images))), hidden, atol=1e-4)
+    assert_parity(headless(_nhwc(images)), hidden, "headless ViT class token vs transformers")
 
 
 def test_vit_model_with_pooler_maps_to_pre_logits(tmp_path):
     torch.manual_seed(0)
     reference = ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                    image_size=16, patch_size=8)).eval()
+    _randomize(reference)
     reference.save_pretrained(tmp_path)
     model = load_transformers_checkpoint(str(tmp_path))
     images = np.random.RandomState(4).randn(2, 3, 16, 16).astype("float32")
     with torch.no_grad():
         expected = reference(torch.from_numpy(images)).pooler_output.numpy()
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), expected, atol=1e-4)
+    assert_parity(model(_nhwc(images)), expected, "ViTModel pooler output vs transformers")
 
 
 def test_checkpoint_for_another_architecture_fails_loudly(tmp_path):
@@ -128,4 +138,4 @@ def test_weights_argument_of_constructors(tmp_path):
                           num_attention_heads=3, intermediate_size=768, num_hidden_layers=12, layer_norm_eps=1e-6)
     model = keras_vit.applications.ViTTiny16(weights=str(tmp_path), classifier_activation=None, include_preprocessing=False)
     images = np.random.RandomState(5).randn(1, 3, 224, 224).astype("float32")
-    np.testing.assert_allclose(to_numpy(model(_nhwc(images))), _logits(reference, images), atol=1e-4)
+    assert_parity(model(_nhwc(images)), _logits(reference, images), "ViT logits vs transformers")

@@ -4,6 +4,8 @@ Written here from the paper and timm's module definitions, it is the reference
 the timm converter is checked against (timm itself cannot be imported here).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,22 +37,28 @@ def vit_forward(state, images, num_heads, eps=1e-6, features=None):
 
 
 def random_vit_state(dim, depth, mlp, patch, grid, channels, classes, generator):
+    """Random weights that keep activations of order 1 at any width and depth: kernels N(0, 1/fan_in),
+    norm scales 1 + N(0, 0.2^2), biases and embeddings N(0, 0.2^2)."""
+
     def r(*shape, scale=0.2):
         return torch.randn(*shape, generator=generator) * scale
 
+    def w(*shape):  # a torch (out, in, ...) kernel
+        return r(*shape, scale=math.prod(shape[1:]) ** -0.5)
+
     state = {
         "cls_token": r(1, 1, dim), "pos_embed": r(1, 1 + grid * grid, dim),
-        "patch_embed.proj.weight": r(dim, channels, patch, patch), "patch_embed.proj.bias": r(dim),
-        "norm.weight": 1 + r(dim), "norm.bias": r(dim), "head.weight": r(classes, dim), "head.bias": r(classes),
+        "patch_embed.proj.weight": w(dim, channels, patch, patch), "patch_embed.proj.bias": r(dim),
+        "norm.weight": 1 + r(dim), "norm.bias": r(dim), "head.weight": w(classes, dim), "head.bias": r(classes),
     }
     for i in range(depth):
         p = f"blocks.{i}."
         state.update({
             p + "norm1.weight": 1 + r(dim), p + "norm1.bias": r(dim),
             p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
-            p + "attn.qkv.weight": r(3 * dim, dim), p + "attn.qkv.bias": r(3 * dim),
-            p + "attn.proj.weight": r(dim, dim), p + "attn.proj.bias": r(dim),
-            p + "mlp.fc1.weight": r(mlp, dim), p + "mlp.fc1.bias": r(mlp),
-            p + "mlp.fc2.weight": r(dim, mlp), p + "mlp.fc2.bias": r(dim),
+            p + "attn.qkv.weight": w(3 * dim, dim), p + "attn.qkv.bias": r(3 * dim),
+            p + "attn.proj.weight": w(dim, dim), p + "attn.proj.bias": r(dim),
+            p + "mlp.fc1.weight": w(mlp, dim), p + "mlp.fc1.bias": r(mlp),
+            p + "mlp.fc2.weight": w(dim, mlp), p + "mlp.fc2.bias": r(dim),
         })
     return state
