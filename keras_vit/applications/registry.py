@@ -32,8 +32,9 @@ class ModelSpec:
         default_size: the input side the model was designed for.
         params: published parameter count with a 1000-class head (trainable
             weights; BatchNorm statistics are not parameters), or None.
-        no_weight_decay: regexes on variable paths that decoupled weight decay must
-            skip besides 1-D weights (biases, norm scales), like timm's `no_weight_decay()`.
+        no_weight_decay: regexes searched in variable paths (and, without a model, names;
+            TensorFlow names end in ":0", so no "$" anchors) that decoupled weight decay must
+            skip besides biases and norm scales, like timm's `no_weight_decay()`.
         layout_map: `layout_map(device_mesh, model_axis)` -> `keras.distribution.LayoutMap`
             for model parallelism (as KerasHub's `get_layout_map`), or None.
     """

@@ -44,7 +44,7 @@ for _window in (8, 16):
     )
 
 # Weights decoupled weight decay skips besides biases and norms (timm's `no_weight_decay()`).
-SWIN_NO_WEIGHT_DECAY = (r"relative_position_bias_table$", r"logit_scale$", r"continuous_position_bias/")
+SWIN_NO_WEIGHT_DECAY = ("relative_position_bias_table", "logit_scale", "continuous_position_bias/")
 
 
 def SwinTransformer(

@@ -30,7 +30,7 @@ VIT_VARIANTS = {
 }
 
 # Weights decoupled weight decay skips besides biases and norms (timm's `no_weight_decay()`).
-VIT_NO_WEIGHT_DECAY = (r"class_token$", r"position_embedding$")
+VIT_NO_WEIGHT_DECAY = ("class_token", "position_embedding")
 
 
 def VisionTransformer(
