@@ -29,8 +29,6 @@ import keras_vit.layers
 PREFIX = "keras_vit>"
 MIXED_POLICY = "mixed_bfloat16"
 LAYER_NAME = "under_test"  # every layer is built with this name, so weight paths are "under_test/..."
-BACKENDS = ("tensorflow", "jax", "torch")
-CHECKS = ("build_and_call", "config_round_trip", "keras_saving", "mixed_precision", "training_step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +46,6 @@ class LayerCase:
     frozen_at_init: weight paths relative to the layer (e.g. "theta/kernel") whose gradient is
         exactly zero at initialization (a zero-initialized gamma downstream), so one training
         step leaves them unchanged. Must list exactly the unchanged weights.
-    xfail: check name -> (backends, reason): a known bug of the layer that makes that check fail
-        on those backends (a strict xfail there, so a fix shows up as XPASS).
     """
 
     name: str
@@ -59,7 +55,6 @@ class LayerCase:
     adapter: type = None
     weightless: bool = False
     frozen_at_init: tuple = ()
-    xfail: dict = dataclasses.field(default_factory=dict)
 
     @property
     def layer_class(self):
