@@ -5,6 +5,8 @@
 the helpers below check and apply them.
 """
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -18,8 +20,17 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
+def as_int(value):
+    """`value` as a Python int when it is an integer (NumPy integers included, bools not);
+    anything else unchanged, for the caller's check to refuse."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
+
+
 def check_head_arguments(model_name, include_top, pooling, classes, supported):
-    """Validates `include_top` / `pooling` / `classes`; returns the canonical pooling.
+    """Validates `include_top` / `pooling` / `classes` (an int; NumPy integers too); returns the
+    canonical pooling.
 
     `supported` is the family's pooling modes out of "avg", "max", "token";
     "gap" is accepted as "avg". None means no pooling (features), which needs
@@ -37,21 +48,26 @@ def check_head_arguments(model_name, include_top, pooling, classes, supported):
             f"{model_name}: include_top=True needs pooling={modes.replace(', ', ' or ')} to feed the head; "
             "use include_top=False to get the features."
         )
-    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+    if include_top and (not isinstance(as_int(classes), int) or classes < 1):
         raise ValueError(f"{model_name}: classes must be a positive int, got {classes!r}.")
     return pooling
 
 
 def image_input_shape(model_name, input_shape, default_size, multiple_of=1, unit="the patch size"):
-    """`input_shape` as a `(height, width, channels)` tuple of positive ints (default
-    `(default_size, default_size, 3)`), with height and width multiples of `multiple_of`."""
+    """`input_shape` as a `(height, width, channels)` tuple of positive Python ints (NumPy
+    integers converted; default `(default_size, default_size, 3)`), with height and width
+    multiples of `multiple_of`."""
     if input_shape is None:
         return (default_size, default_size, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
+    try:
+        sides = tuple(as_int(side) for side in input_shape)
+    except TypeError:  # not a sequence
+        sides = ()
+    if len(sides) != 3:
         raise ValueError(
             f"{model_name}: input_shape must be (height, width, channels), got {input_shape}; images are channels_last."
         )
+    input_shape = sides
     if not all(isinstance(side, int) and not isinstance(side, bool) for side in input_shape):
         raise ValueError(
             f"{model_name}: input_shape {input_shape}: the model needs a fixed height and width, e.g. "
@@ -97,7 +113,7 @@ def classification_head(x, include_top, classes, classifier_activation, dropout_
         return x
     if dropout_rate is not None:
         x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
-    return keras.layers.Dense(classes, activation=classifier_activation, name="head", **dense_kwargs)(x)
+    return keras.layers.Dense(as_int(classes), activation=classifier_activation, name="head", **dense_kwargs)(x)
 
 
 def load_weights(model, weights, family):

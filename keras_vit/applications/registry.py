@@ -108,8 +108,13 @@ def list_models(pattern="*", task=None):
 
 def model_info(name):
     """The `ModelSpec` registered as `name`; ValueError with close matches otherwise."""
+    if not isinstance(name, str):
+        raise ValueError(
+            f"A model name is a str such as 'vit_b16', got {name!r}. "
+            f"Call keras_vit.list_models() (or `keras-vit info --list`) to see all {len(_SPECS)} names."
+        )
     if name not in _SPECS:
-        close = difflib.get_close_matches(str(name), _SPECS, n=5, cutoff=0.5)
+        close = difflib.get_close_matches(name, _SPECS, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown model name {name!r}.{hint} "

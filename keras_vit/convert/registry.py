@@ -31,6 +31,8 @@ class TransformersConverter:
         map_weights: `(weight_map, model_type, include_top, allow_resize)`: plans
             every variable of the model (see `WeightMap`).
         rename: optional `tensors -> tensors` for older layouts of the same model type.
+        required_keys: config.json keys `builder_arguments` cannot do without; a
+            config lacking any is a ValueError naming the file and them all.
     """
 
     model_type: str
@@ -39,6 +41,7 @@ class TransformersConverter:
     builder_arguments: Callable
     map_weights: Callable
     rename: Optional[Callable] = None
+    required_keys: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

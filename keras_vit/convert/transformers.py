@@ -18,8 +18,7 @@ def read_transformers_directory(path):
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{path!r} has no config.json; is it a transformers save_pretrained directory?")
-    with open(config_path) as file:
-        config = json.load(file)
+    config = read_config(config_path)
     shards = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
     if not shards:
         raise ValueError(
@@ -35,10 +34,44 @@ def read_transformers_directory(path):
     return config, tensors
 
 
+def read_config(config_path):
+    """A transformers config.json as a dict; ValueError naming the file when it is not
+    valid JSON, not a JSON object, or has no `model_type`."""
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            config = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{config_path!r} is not valid JSON ({error}). Re-save the checkpoint with transformers' save_pretrained."
+        ) from error
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{config_path!r} holds a JSON {type(config).__name__}, not the object of a transformers config. "
+            "Re-save the checkpoint with transformers' save_pretrained."
+        )
+    if not isinstance(config.get("model_type"), str):
+        raise ValueError(
+            f"{config_path!r} has no 'model_type' string, so the architecture is unknown. Add it "
+            "(e.g. \"model_type\": \"vit\") or re-save the checkpoint with transformers' save_pretrained."
+        )
+    return config
+
+
+def check_config_keys(converter, config, path):
+    """ValueError naming config.json and every key `converter` needs that it lacks (or sets to null)."""
+    missing = [key for key in converter.required_keys if config.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"{os.path.join(path, 'config.json')!r} lacks {', '.join(repr(key) for key in missing)}, which a "
+            f"{converter.model_type!r} config needs to describe the architecture. Add the missing key(s) or "
+            "re-save the checkpoint with transformers' save_pretrained."
+        )
+
+
 def _read(path):
     """`(converter, config, tensors)` of a directory, renamed to the converter's layout."""
     config, tensors = read_transformers_directory(path)
-    converter = transformers_converter(config.get("model_type"), path)
+    converter = transformers_converter(config["model_type"], path)
     if converter.rename is not None:
         tensors = converter.rename(tensors)
     return converter, config, tensors
@@ -58,10 +91,12 @@ def load_transformers_checkpoint(path, allow_resize=False, **kwargs):
             checkpoint's image processor does), `dropout_rate`, `drop_path_rate`.
 
     Returns a `keras.Model` whose outputs equal the transformers model's
-    (logits by default). Raises ValueError on an unsupported model type and on
-    any missing, unused or mis-shaped tensor.
+    (logits by default). Raises ValueError on an unsupported model type, on a
+    config.json that is not valid JSON or lacks a key the architecture needs,
+    and on any missing, unused or mis-shaped tensor.
     """
     converter, config, tensors = _read(path)
+    check_config_keys(converter, config, path)
     options = converter.builder_arguments(config, tensors)
     options["include_preprocessing"] = False
     options.update(kwargs)

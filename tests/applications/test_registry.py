@@ -1,5 +1,7 @@
 """The model registry: specs, the keras.applications arguments every family shares, dispatch on the task."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -116,3 +118,48 @@ def test_layout_maps_and_weight_decay_come_from_the_spec():
 
     with pytest.raises(ValueError, match="'resnet50' declares no layout map.*strategy='data'"):
         model_layout_map("resnet50", device_mesh=None)
+
+
+# One tiny model per family: ViT, Swin, an attention ResNet and an LR-Net.
+TINY_BUILDS = {
+    "vit": lambda size, channels, **kw: keras_vit.create_model("vit_pico8", input_shape=(size, size, channels), **kw),
+    "swin": lambda size, channels, **kw: keras_vit.applications.SwinTransformer(
+        embed_dim=8, depths=(1,), num_heads=(2,), window_size=2, patch_size=2, input_shape=(size, size, channels), **kw),
+    "sa_resnet": lambda size, channels, **kw: keras_vit.applications.ResNet(
+        depths=(1,), widths=(4,), filters=(8,), attention="self_attention", attention_blocks={0: (0,)},
+        input_shape=(size, size, channels), **kw),
+    "lrnet": lambda size, channels, **kw: keras_vit.applications.ResNet(
+        depths=(1,), widths=(8,), filters=(8,), stem="local_relation", spatial="local_relation", kernel_size=3,
+        channels_per_group=4, input_shape=(size, size, channels), **kw),
+}
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("family", sorted(TINY_BUILDS))
+def test_every_family_builds_and_predicts_with_other_channel_counts(family, channels):
+    model = TINY_BUILDS[family](16, channels, classes=3)
+    normalization = model.get_layer("preprocessing")
+    assert len(normalization.mean) == len(normalization.std) == channels  # one mean/std per channel, as ViT
+    images = np.random.RandomState(0).rand(2, 16, 16, channels).astype("float32") * 255
+    outputs = keras.ops.convert_to_numpy(model.predict_on_batch(images))
+    assert outputs.shape == (2, 3) and np.isfinite(outputs).all()
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("name", [None, 16, ["vit_b16"]])
+def test_a_model_name_that_is_not_a_str_is_a_value_error(name):
+    with pytest.raises(ValueError, match=f"A model name is a str such as 'vit_b16', got {re.escape(repr(name))}. Call keras_vit.list_models"):
+        keras_vit.create_model(name)
+    with pytest.raises(ValueError, match="keras_vit.list_models()"):
+        keras_vit.model_info(name)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_BUILDS))
+def test_numpy_integers_are_accepted_for_input_shape_and_classes(family):
+    model = TINY_BUILDS[family](np.int64(16), np.int32(3), classes=np.int64(5))
+    assert model.input_shape == (None, 16, 16, 3) and all(type(side) is int for side in model.input_shape[1:])
+    assert model.output_shape == (None, 5) and type(model.get_layer("head").units) is int
+    with pytest.raises(ValueError, match="classes must be a positive int, got "):
+        TINY_BUILDS[family](16, 3, classes=np.bool_(True))
+    if family == "vit":  # a NumPy array as input_shape, through create_model
+        assert keras_vit.create_model("vit_pico8", input_shape=np.array([16, 16, 3]), classes=np.int64(2)).output_shape == (None, 2)

@@ -48,3 +48,28 @@ def test_timm_files_dispatch_on_the_family(tmp_path):
     model = _tiny_resnet()
     with pytest.raises(ValueError, match="none recognizes its tensor names"):
         load_weights(model, path)  # no family given: the tensors must say which
+
+
+def _with_config(path, text):
+    directory = _transformers_dir(path, "vit")
+    (path / "config.json").write_text(text)
+    return directory
+
+
+@pytest.mark.backend_agnostic  # reading config.json is plain Python
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"model_type": "vit",', r"config.json' is not valid JSON \(.*\)\. Re-save the checkpoint"),
+        ("", r"config.json' is not valid JSON"),
+        ('["vit"]', r"config.json' holds a JSON list, not the object of a transformers config"),
+        ('{"hidden_size": 8}', r"config.json' has no 'model_type' string"),
+        ('{"model_type": "vit", "hidden_size": 8, "num_attention_heads": null}',
+         r"config.json' lacks 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', which a 'vit' config needs"),
+        ('{"model_type": "swinv2", "embed_dim": 8}', r"config.json' lacks 'depths', 'num_heads', which a 'swinv2' config needs"),
+    ],
+)
+def test_a_broken_config_json_names_the_file_and_the_problem(tmp_path, text, message):
+    directory = _with_config(tmp_path / "checkpoint", text)
+    with pytest.raises(ValueError, match=message):
+        load_transformers_checkpoint(directory)

@@ -256,6 +256,7 @@ for _model_type in ("swin", "swinv2"):
             builder=SwinTransformer,
             builder_arguments=swin_kwargs_from_config,
             map_weights=_map_transformers_swin,
+            required_keys=("embed_dim", "depths", "num_heads"),
         )
     )
 

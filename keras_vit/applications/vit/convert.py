@@ -200,6 +200,7 @@ register_converter(
             weight_map, TRANSFORMERS_VIT, include_top
         ),
         rename=_modernize,
+        required_keys=("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"),
     )
 )
 

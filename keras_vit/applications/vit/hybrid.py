@@ -11,6 +11,7 @@ import inspect
 
 import keras
 
+from keras_vit.applications import common
 from keras_vit.applications.vit.model import VisionTransformer, _register
 from keras_vit.applications.vit.resnet_v2 import ResNetV2Bottleneck, StandardizedConv2D
 
@@ -49,6 +50,8 @@ def HybridVisionTransformer(stem_depths, hidden_dim, depth, num_heads, mlp_dim, 
     """Builds a ResNet+ViT hybrid; the arguments are those of `VisionTransformer`
     plus `stem_depths`, the bottleneck count per ResNet stage."""
     stride = 2 ** (1 + len(stem_depths))
+    if input_shape is not None:
+        input_shape = common.image_input_shape(kwargs.get("name", "vision_transformer"), input_shape, kwargs.get("default_size", 224))
     if input_shape is not None and (input_shape[0] % stride or input_shape[1] % stride):
         raise ValueError(
             f"Image size {input_shape[0]}x{input_shape[1]} is not divisible by the ResNet stem's "

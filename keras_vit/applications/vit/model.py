@@ -65,8 +65,9 @@ def VisionTransformer(
         include_top: end with the classification head (`classes` outputs).
         weights: None (random init) or a local checkpoint: a `transformers`
             `save_pretrained` directory, a timm `.safetensors` state dict or a
-            Keras `.weights.h5` file. Position embeddings trained on another
-            grid are interpolated to this model's.
+            Keras `.weights.h5` file, which must match the architecture exactly
+            (ValueError listing any difference). Position embeddings of a transformers
+            or timm checkpoint trained on another grid are interpolated to this model's.
         input_shape: `(height, width, channels)`; default `(default_size, default_size, 3)`.
         classes: number of classes of the head.
         classifier_activation: activation of the head ("softmax", None for logits).
