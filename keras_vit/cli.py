@@ -25,6 +25,7 @@ def _train(args):
         label_smoothing=args.label_smoothing,
         ema_momentum=args.ema,
         output_dir=output_dir,
+        overwrite=args.overwrite,
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
         checkpoint_every=args.checkpoint_every,
@@ -103,7 +104,9 @@ def _info(args):
     from keras_vit.evaluation.complexity import measure
 
     kwargs = {}
-    if args.image_size:
+    if args.image_size is not None:
+        if args.image_size < 1:
+            raise ValueError(f"--image-size must be positive, got {args.image_size}.")
         kwargs["input_shape"] = (args.image_size, args.image_size, 3)
     model = keras_vit.create_model(args.model, **kwargs)
     cost = measure(model)
@@ -150,7 +153,7 @@ def build_parser():
     train.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
     train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
     train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--recipe", default="baseline",
                        help="training recipe: augreg-<none|light1|...|strong2>[-reg][-wd0.1|-wd0.03], swin, baseline "
                             "(keras-vit recipes lists them)")
@@ -164,14 +167,19 @@ def build_parser():
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                        help="checkpoint every STEPS steps too (epochs always are); rerun the same command to resume")
     train.add_argument("--min-crop-scale", type=float, default=None,
-                       help="smallest area fraction of the random resized crop (default 0.08; 0.5 for shapes)")
+                       help="smallest area fraction of the random resized crop (default 0.08; 0.8 for shapes)")
     train.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
     train.add_argument("--strategy", default="auto",
                        help="TensorFlow: auto|tpu|gpu|multiworker|mirrored|cpu; JAX: auto|data|model|cpu; PyTorch: auto|cpu")
     train.add_argument("--tpu-address", default=None, help="TPU name or grpc://ip:8470 for --strategy tpu")
     train.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"],
                        help="auto: bfloat16 on TPU, float16 with loss scaling on GPU, float32 on CPU")
-    train.add_argument("--output-dir", default=None, help="where model.keras, history.json, curves.png go")
+    train.add_argument("--output-dir", default=None,
+                       help="the run folder: model.keras, history.json, summary.json, curves.png and, while "
+                            "training, checkpoint/ (default: runs/<model>_<dataset>)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a finished run in --output-dir, or discard an interrupted run's checkpoint "
+                            "of other settings there (without it, both are refused)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
 
@@ -271,6 +279,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except KeyboardInterrupt:
+        kept = " Checkpoints written so far are kept: the same command resumes." if args.command in ("train", "tune") else ""
+        print(f"\nkeras-vit {args.command}: interrupted.{kept}", file=sys.stderr)
+        return 130
     except ValueError as error:
         print(f"keras-vit {args.command}: error: {error}", file=sys.stderr)
         return 2

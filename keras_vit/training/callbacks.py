@@ -9,14 +9,18 @@ removed. A process killed at any moment of a save (SIGKILL, preemption) leaves
 one whole checkpoint behind. `restore_checkpoint` loads it back before `fit`.
 """
 
-import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
 
+from keras_vit.training.run_folder import read_json, write_json_atomically
+
 STATE_FILE = "checkpoint.json"
+# A checkpoint's weights file: only such a name, inside the checkpoint folder, is ever read.
+_WEIGHTS_NAME = re.compile(r"^checkpoint-\d+\.weights\.h5$")
 
 
 def optimizer_steps(model):
@@ -93,7 +97,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "weights": weights,
             "history": self.history,
         }
-        _write_json_atomically(os.path.join(self.directory, STATE_FILE), state)
+        write_json_atomically(os.path.join(self.directory, STATE_FILE), state)
         for name in os.listdir(self.directory):
             if name.endswith(".weights.h5") and name != weights:
                 os.remove(os.path.join(self.directory, name))
@@ -108,9 +112,14 @@ def restore_checkpoint(model, directory):
     state_path = os.path.join(directory, STATE_FILE)
     if not os.path.exists(state_path):
         return None
-    with open(state_path) as file:
-        state = json.load(file)
+    way_out = (
+        f"The checkpoint in {directory!r} is damaged: delete that folder (or pass --overwrite, "
+        "overwrite=True) to start the run over."
+    )
+    state = read_checkpoint_state(state_path, way_out)
     weights_path = os.path.join(directory, state["weights"])
+    if not os.path.isfile(weights_path):
+        raise ValueError(f"The weights file {weights_path!r} named by {state_path!r} is missing. {way_out}")
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     try:
@@ -120,6 +129,30 @@ def restore_checkpoint(model, directory):
             f"The checkpoint in {directory!r} does not fit this model ({error}). It was written by a run "
             "with another model or settings: use a new output directory, or delete that checkpoint folder."
         ) from error
+    except (OSError, KeyError, TypeError) as error:  # h5py: truncated or not an HDF5 file
+        raise ValueError(f"The weights file {weights_path!r} cannot be read ({error}). {way_out}") from None
+    return state
+
+
+def read_checkpoint_state(path, way_out):
+    """Reads and checks a `checkpoint.json`: the fields `TrainingCheckpoint.save` writes, with a
+    weights file name of its own making (never a path out of the checkpoint folder)."""
+    state = read_json(path, "The checkpoint record", way_out)
+    problems = []
+    if not isinstance(state, dict):
+        raise ValueError(f"The checkpoint record {path!r} holds {type(state).__name__}, not an object. {way_out}")
+    for key in ("epoch", "step", "optimizer_steps"):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append(f"{key!r} must be an int >= 0, got {value!r}")
+    weights = state.get("weights")
+    if not isinstance(weights, str) or not _WEIGHTS_NAME.match(weights):
+        problems.append(f"'weights' must name a file checkpoint-<steps>.weights.h5 in the same folder, got {weights!r}")
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(logs, dict) for logs in history):
+        problems.append("'history' must be a list of per-epoch logs")
+    if problems:
+        raise ValueError(f"The checkpoint record {path!r} is not valid: {'; '.join(problems)}. {way_out}")
     return state
 
 
@@ -145,9 +178,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is None or math.isfinite(float(np.asarray(loss))):
             return
         kept = ""
-        if self.checkpoint_directory and os.path.exists(os.path.join(self.checkpoint_directory, STATE_FILE)):
-            with open(os.path.join(self.checkpoint_directory, STATE_FILE)) as file:
-                state = json.load(file)
+        state_path = os.path.join(self.checkpoint_directory or "", STATE_FILE)
+        if self.checkpoint_directory and os.path.exists(state_path):
+            state = read_checkpoint_state(state_path, "")
             kept = (
                 f" The last good checkpoint ({state['epoch']} epochs + {state['step']} steps) is kept in "
                 f"{self.checkpoint_directory!r}; the same command resumes from it."
@@ -157,11 +190,3 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"(optimizer step {optimizer_steps(self.model)}).{kept} Lower the learning rate, "
             "raise the warmup or the gradient clipping, or check the input data for NaN values."
         )
-
-
-def _write_json_atomically(path, data):
-    with open(path + ".tmp", "w") as file:
-        json.dump(data, file, indent=1)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(path + ".tmp", path)

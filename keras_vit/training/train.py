@@ -12,13 +12,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 
 import keras
 
 from keras_vit.applications.registry import create_model, list_models, model_info
-from keras_vit.training.callbacks import StopOnNonFiniteLoss, optimizer_steps, TrainingCheckpoint, restore_checkpoint
+from keras_vit.training.callbacks import STATE_FILE, StopOnNonFiniteLoss, TrainingCheckpoint, optimizer_steps, restore_checkpoint
 from keras_vit.training.distribute import (
     check_global_batch,
     compile_options,
@@ -28,6 +27,7 @@ from keras_vit.training.distribute import (
     set_precision,
 )
 from keras_vit.training.recipes import get_recipe
+from keras_vit.training.run_folder import LOCK_FILE, RunFolder, read_json, write_json_atomically
 
 # Keras' names of biases (q/v biases included) and norm scales/offsets: never decayed.
 GENERIC_NO_WEIGHT_DECAY = ("bias", "gamma", "beta")
@@ -117,7 +117,7 @@ def train_classifier(
     data_dir=None,
     image_size=None,
     batch_size=64,
-    epochs=15,
+    epochs=20,
     learning_rate=None,
     weight_decay=None,
     warmup_epochs=None,
@@ -125,6 +125,7 @@ def train_classifier(
     ema_momentum=None,
     min_crop_scale=None,
     output_dir="runs/vit_pico8_shapes",
+    overwrite=False,
     seed=0,
     steps_per_epoch=None,
     checkpoint_every=None,
@@ -147,8 +148,11 @@ def train_classifier(
         weight_decay, label_smoothing, ema_momentum: override the recipe's.
         warmup_epochs: linear warmup (default: the recipe's share of the run).
         min_crop_scale: smallest area fraction of the random resized crop
-            (default 0.08, Inception-style; 0.5 for `shapes`, whose object a
+            (default 0.08, Inception-style; 0.8 for `shapes`, whose object a
             small crop would cut out).
+        output_dir: the run folder (see below).
+        overwrite: replace a finished run in `output_dir`, or discard the
+            checkpoint of an interrupted run with other settings there.
         steps_per_epoch: cap on the training steps of an epoch.
         checkpoint_every: also checkpoint every this many steps (epochs always are).
         strategy: where to train. TensorFlow backend: a kind for
@@ -164,18 +168,23 @@ def train_classifier(
             `dropout_rate` / `drop_path_rate`.
 
     Arguments are checked and the data and model built before anything is
-    written. Progress is checkpointed to `output_dir/checkpoint` (weights,
-    optimizer state, epoch and step); running the same command again after an
-    interruption resumes from it. The artifacts are written to a temporary
-    folder and moved into `output_dir` only when training finished. A loss
-    that becomes NaN raises `NonFiniteLossError` and keeps the last good
-    checkpoint.
+    written. One process at a time writes `output_dir` (a second one gets a
+    ValueError), and a folder that holds a finished run (`summary.json`) is
+    refused unless `overwrite`. Progress is checkpointed to
+    `output_dir/checkpoint` (weights, optimizer state, epoch and step); running
+    the same command again after an interruption resumes from it, with the
+    batches an uninterrupted run would have seen (each epoch's order and
+    augmentation follow from `(seed, epoch)`). The artifacts are written to a
+    staging folder inside `output_dir` and moved into place when training
+    finished, `summary.json` last. A loss that becomes NaN raises
+    `NonFiniteLossError` and keeps the last good checkpoint.
 
     Returns a `TrainResult`.
     """
-    from keras_vit.data import default_min_crop_scale, load_dataset
+    from keras_vit.data import default_min_crop_scale, load_dataset, load_epochs
 
     _check_positive(batch_size=batch_size, epochs=epochs)
+    _check_positive_or_none(image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every)
     recipe = get_recipe(recipe)
     spec = model_info(model)  # unknown names fail before any data work
     distribution = select_distribution(strategy, tpu_address, model=model)
@@ -200,12 +209,10 @@ def train_classifier(
         data_dir=data_dir, image_size=image_size, batch_size=batch_size, seed=seed,
         label_mode="categorical" if one_hot else "int",
     )
-    train_data, info = load_dataset(
-        dataset, "train", training=True, crop_scale=(min_crop_scale, 1.0), augmentation=recipe.augmentation, **common
+    epoch_data, info = load_epochs(
+        dataset, "train", crop_scale=(min_crop_scale, 1.0), augmentation=recipe.augmentation, **common
     )
     val_data, val_info = load_dataset(dataset, "validation", training=False, **common)
-    if steps_per_epoch:
-        train_data = train_data.take(steps_per_epoch)
     steps = min(steps_per_epoch or math.inf, info.num_examples // batch_size)
     total_steps = steps * epochs
     if warmup_epochs is None:
@@ -262,19 +269,29 @@ def train_classifier(
     worker = _worker_index(distribution)
     # Multi-worker runs: every worker checkpoints (to resume in step), only the first writes the artifacts.
     checkpoint_dir = os.path.join(output_dir, "checkpoint" if not worker else f"checkpoint-worker{worker}")
-    state = _resume(network, checkpoint_dir, summary)
-    start = time.time()
-    history = _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, checkpoint_every, verbose)
-    seconds = time.time() - start
-    summary.update(
-        train_seconds=round(seconds, 1),
-        optimizer_steps=optimizer_steps(network),
-        resumed_from=None if state is None else {"epoch": state["epoch"], "step": state["step"]},
-        final_val_accuracy=history["val_accuracy"][-1],
-    )
-    if not worker:
-        _write_artifacts(network, history, summary, output_dir)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    lock_name = LOCK_FILE if not worker else f"{LOCK_FILE}-worker{worker}"
+    with RunFolder(output_dir, summary, overwrite=overwrite, lock_name=lock_name, artifacts=not worker) as run_folder:
+        state = _resume(network, checkpoint_dir, summary, overwrite)
+        start = time.time()
+        if state is not None and verbose:
+            print(f"Resuming {output_dir!r} after {state['epoch']} epochs + {state['step']} steps.")
+        data = dict(epoch_data=epoch_data, val_data=val_data, steps=steps)
+        history = _fit(network, data, epochs, state, checkpoint_dir, checkpoint_every, verbose)
+        seconds = time.time() - start
+        summary.update(
+            train_seconds=round(seconds, 1),
+            optimizer_steps=optimizer_steps(network),
+            resumed_from=None if state is None else {"epoch": state["epoch"], "step": state["step"]},
+            final_val_accuracy=history["val_accuracy"][-1],
+        )
+        if not worker:
+            run_folder.write_artifacts({
+                "model.keras": network.save,
+                "history.json": lambda path: _write_json(path, history),
+                "curves.png": lambda path: plot_history(history, path, title=f"{model} on {dataset}"),
+                "summary.json": lambda path: _write_json(path, summary),
+            })
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(network, history, output_dir, history["val_accuracy"][-1], seconds)
 
 
@@ -283,40 +300,82 @@ _RUN_KEYS = ("model", "dataset", "recipe", "image_size", "epochs", "steps_per_ep
              "weight_decay", "label_smoothing", "ema_momentum", "augmentation", "seed", "params")
 
 
-def _resume(network, checkpoint_dir, summary):
-    """Loads the checkpoint of an interrupted run of the same settings, if any; records the settings."""
+def _resume(network, checkpoint_dir, summary, overwrite=False):
+    """Loads the checkpoint of an interrupted run of the same settings, if any; records the settings.
+
+    A checkpoint of other settings, or one whose run record is missing or damaged, is refused
+    (or, with `overwrite`, deleted): a run never silently starts over beside a valid checkpoint."""
     run = {key: summary[key] for key in _RUN_KEYS}
     run_path = os.path.join(checkpoint_dir, "run.json")
-    state = None
-    if os.path.exists(run_path):
-        with open(run_path) as file:
-            saved = json.load(file)
+    has_checkpoint = os.path.exists(os.path.join(checkpoint_dir, STATE_FILE))
+    if overwrite and os.path.isdir(checkpoint_dir):
+        shutil.rmtree(checkpoint_dir)
+    elif has_checkpoint or os.path.exists(run_path):
+        way_out = (
+            "Rerun the command that started it to resume, pass another --output-dir (output_dir), or pass "
+            "--overwrite (overwrite=True) to discard that checkpoint and start over."
+        )
+        if not os.path.exists(run_path):
+            raise ValueError(
+                f"{checkpoint_dir!r} holds a checkpoint but no run record (run.json), so its settings are unknown "
+                f"and it cannot be resumed safely. {way_out}"
+            )
+        saved = read_json(run_path, "The run record of the checkpoint", way_out)
+        if not isinstance(saved, dict):
+            raise ValueError(f"The run record {run_path!r} is not a JSON object. {way_out}")
         changed = {key: (saved.get(key), value) for key, value in run.items() if saved.get(key) != value}
         if changed:
             details = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
             raise ValueError(
                 f"{checkpoint_dir!r} holds the checkpoint of an interrupted run with other settings ({details}). "
-                "Run the same command to resume it, pass another --output-dir, or delete that folder to start over."
+                f"{way_out}"
             )
         state = restore_checkpoint(network, checkpoint_dir)
+        if state is not None:
+            return state
     os.makedirs(checkpoint_dir, exist_ok=True)
-    with open(run_path, "w") as file:
-        json.dump(run, file, indent=1)
-    return state
+    write_json_atomically(run_path, run)
+    return None
 
 
-def _fit(network, train_data, val_data, epochs, steps, state, checkpoint_dir, checkpoint_every, verbose):
-    """Fits from the checkpoint `state` (or the start) to `epochs`; returns the whole history."""
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after one epoch: `_fit` calls `fit` once per epoch, with that epoch's data."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def _keep_training_weights(optimizer):
+    """Keeps `fit` from replacing the weights by their moving average (`use_ema`) when it returns:
+    that must happen once, after the last epoch."""
+    optimizer.finalize_variable_values = lambda var_list: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values
+
+
+def _fit(network, data, epochs, state, checkpoint_dir, checkpoint_every, verbose):
+    """Fits from the checkpoint `state` (or the start) to `epochs`, one `fit` per epoch on
+    `data["epoch_data"](epoch)`; returns the whole history.
+
+    Epoch `e`'s batches depend only on `(seed, e)`, so a resumed run trains on exactly the
+    batches the interrupted one had left."""
     epoch, step, past = (0, 0, []) if state is None else (state["epoch"], state["step"], state["history"])
+    steps = data["steps"]
     checkpoint = TrainingCheckpoint(checkpoint_dir, checkpoint_every, past, steps_per_epoch=steps, initial_step=step)
-    callbacks = [StopOnNonFiniteLoss(checkpoint_dir), checkpoint]
-    if step:  # finish the interrupted epoch with the batches it had left
-        network.fit(train_data.skip(step), validation_data=val_data, initial_epoch=epoch, epochs=epoch + 1,
-                    callbacks=callbacks, verbose=verbose, shuffle=False)
-        epoch += 1
-    if epoch < epochs:
-        network.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=epochs, callbacks=callbacks,
-                    verbose=verbose, shuffle=False)
+    callbacks = [StopOnNonFiniteLoss(checkpoint_dir), checkpoint, _StopAfterOneEpoch()]
+    for current in range(epoch, epochs):
+        batches = data["epoch_data"](current).take(steps)
+        if current == epoch and step:  # the interrupted epoch: the batches it had left
+            batches = batches.skip(step)
+        last = current == epochs - 1
+        with contextlib.nullcontext() if last else _keep_training_weights(network.optimizer):
+            network.fit(batches, validation_data=data["val_data"], initial_epoch=current, epochs=epochs,
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    if epoch >= epochs:  # resumed after the last epoch (the artifacts were not written): no fit applied the average
+        network.optimizer.finalize_variable_values(network.trainable_weights)
     return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
 
 
@@ -341,22 +400,9 @@ def create_training_model(name, source, **kwargs):
     return create_model(name, **kwargs)
 
 
-def _write_artifacts(model, history, summary, output_dir):
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".keras-vit-", dir=parent)
-    try:
-        model.save(os.path.join(staging, "model.keras"))
-        with open(os.path.join(staging, "history.json"), "w") as file:
-            json.dump(history, file, indent=2)
-        with open(os.path.join(staging, "summary.json"), "w") as file:
-            json.dump(summary, file, indent=2)
-        plot_history(history, os.path.join(staging, "curves.png"), title=f"{summary['model']} on {summary['dataset']}")
-        os.makedirs(output_dir, exist_ok=True)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _write_json(path, data):
+    with open(path, "w") as file:
+        json.dump(data, file, indent=2)
 
 
 def plot_history(history, path, title=""):
@@ -389,8 +435,12 @@ def default_image_size(model_name):
 
 def _check_positive(**values):
     for name, value in values.items():
-        if value is None or value <= 0:
+        if value is None or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be positive, got {value}.")
+
+
+def _check_positive_or_none(**values):
+    _check_positive(**{name: value for name, value in values.items() if value is not None})
 
 
 register_trainer("classification", train_classifier)

@@ -75,6 +75,9 @@ def serve_oracle(oracle, heartbeat_timeout):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     address = f"{os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"
+    warning = all_interfaces_warning(os.environ[ENV_ORACLE_IP])
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if not server.add_insecure_port(address):
         raise ValueError(f"The chief cannot listen on {address}: is the port taken? Pick another --oracle-address.")
     server.start()
@@ -87,6 +90,16 @@ def serve_oracle(oracle, heartbeat_timeout):
                 break
     finally:
         server.stop(grace=2)
+
+
+def all_interfaces_warning(host):
+    """A one-line warning when the chief's `host` is a wildcard address (every interface), else None."""
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        return (
+            f"warning: the chief listens on all interfaces ({host}) without authentication or encryption: anyone "
+            "who can reach this port can read and steer the search. Prefer this machine's private address."
+        )
+    return None
 
 
 def requeue_silent_trials(oracle, last_seen, timeout):

@@ -11,10 +11,10 @@ Its defaults, shared with `keras-vit tune`, are in `defaults.py`.
 """
 
 import dataclasses
-import json
 import os
 import time
 
+from keras_vit.training.run_folder import read_json
 from keras_vit.tuning.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATASET,
@@ -100,6 +100,8 @@ def tune(
     Returns a `TuneResult`.
     """
     check_tuner_name(tuner)
+    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1):
+        raise ValueError(f"max_trials (--max-trials) must be a positive int or None (the tuner's default), got {max_trials!r}.")
     space = get_space(search_space).validate(tuner=tuner)
     if max_trials is None:
         max_trials = default_max_trials(tuner, space)
@@ -145,8 +147,12 @@ def _check_same_search(output_dir, run, overwrite):
     path = os.path.join(output_dir, "tune_config.json")
     if overwrite or not os.path.exists(path):
         return
-    with open(path) as file:
-        saved = json.load(file)
+    saved = read_json(
+        path, "The search record",
+        "Pass --overwrite (overwrite=True) to start the search over, or another --output-dir.",
+    )
+    if not isinstance(saved, dict):
+        raise ValueError(f"The search record {path!r} is not a JSON object. Pass --overwrite to start the search over.")
     # max_trials may grow or shrink: KerasTuner's oracle takes the new cap.
     changed = {key: (saved.get(key), value) for key, value in run.items()
                if saved.get(key) != value and key != "max_trials"}

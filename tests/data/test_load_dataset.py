@@ -209,3 +209,98 @@ def test_errors_on_prepared_shapes(shapes_dir):
             batch_size=1000,
             training=True,
         )
+
+
+def _num_examples(folder):
+    return sum(
+        load_dataset(str(folder), split)[1].num_examples
+        for split in ("train", "validation")
+    )
+
+
+@pytest.mark.parametrize(
+    "link, target, match",
+    [
+        ("cat/again", ".", "loops back"),  # 41 copies of each cat before.
+        ("cat/deep/up", "../..", "loops back"),
+        ("dog/cats", "../cat", "overlaps the folder"),
+        ("cat/more", "{outside}", "leaves the dataset folder"),
+    ],
+)
+def test_folder_bad_links_are_refused(image_folder, tmp_path, link, target, match):
+    outside = tmp_path / "outside"
+    _write_image(outside / "0.png", 8, 8, 3, 0)
+    path = image_folder / link
+    path.parent.mkdir(exist_ok=True)
+    path.symlink_to(target.format(outside=outside), target_is_directory=True)
+    named = f"{re.escape(repr(str(path)))} -> '/.*{match}.*Remove the link"
+    with pytest.raises(ValueError, match=named):
+        load_dataset(str(image_folder))
+
+
+def test_folder_links_list_each_file_once(image_folder, tmp_path):
+    # A class folder linked from elsewhere and a link to a hidden folder are read.
+    for i in range(5):
+        _write_image(tmp_path / "elsewhere" / "fish" / f"{i}.png", 8, 8, 3, 60)
+        _write_image(image_folder / ".pool" / f"{i}.png", 8, 8, 3, 10)
+    (image_folder / "fish").symlink_to(tmp_path / "elsewhere" / "fish")
+    (image_folder / "bird" / "pool").symlink_to("../.pool")
+    # File links to a listed file are dropped, also across train and validation.
+    for i in range(10):
+        (image_folder / "cat" / f"copy{i}.png").symlink_to(f"{i}.png")
+    _, info = load_dataset(str(image_folder))
+    assert info.class_names == ["bird", "cat", "dog", "fish"]
+    assert _num_examples(image_folder) == 10 + 10 + 10 + 5
+    (image_folder / "dog" / "cat.png").symlink_to("../cat/0.png")
+    same = "'.*dog/cat.png' and '.*cat/0.png' are the same file.*'cat' and 'dog'"
+    with pytest.raises(ValueError, match=same):
+        load_dataset(str(image_folder))
+
+
+def test_folder_held_out_class_unknown_to_train(tmp_path):
+    def make(root, classes):
+        for split, names in zip(("train", "val"), classes):
+            for name in names:
+                _write_image(root / split / name / "0.png", 8, 8, 3, 0)
+
+    make(tmp_path / "a", (("cat", "dog"), ("cat", "bird")))
+    train, val = str(tmp_path / "a" / "train"), str(tmp_path / "a" / "val")
+    unknown = f"{val!r} has class sub-folder(s) ['bird'] that {train!r} lacks"
+    for split in ("train", "validation"):
+        with pytest.raises(ValueError, match=re.escape(unknown)):
+            load_dataset(str(tmp_path / "a"), split)
+    # A training class with no held-out folder is fine: fewer classes validated.
+    make(tmp_path / "b", (("bird", "cat", "dog"), ("cat",)))
+    _, info = load_dataset(str(tmp_path / "b"), "validation")
+    assert (info.class_names, info.num_examples) == (["bird", "cat", "dog"], 1)
+
+
+def test_folder_unreadable_images_are_named(image_folder):
+    cat = image_folder / "cat"
+    (cat / "notes.jpg").write_text("not an image")
+    (cat / "empty.png").write_bytes(b"")
+    (cat / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (cat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    # PNG bytes named .jpg: decode_image reads them.
+    (cat / "0.png").rename(cat / "0.jpg")
+    with pytest.raises(ValueError) as raised:
+        load_dataset(str(image_folder))
+    message = str(raised.value)
+    # Named with the count and the fix; hidden files are not counted.
+    assert message.startswith(f"2 of the 27 image files of {str(image_folder)!r}")
+    assert message.endswith("Delete them or convert them to JPEG or PNG.")
+    assert f"{str(cat / 'notes.jpg')!r} (starts with b'not '" in message
+    assert f"{str(cat / 'empty.png')!r} (empty)" in message
+    assert "._0.png" not in message and str(cat / "0.jpg") not in message
+    (cat / "notes.jpg").unlink()
+    (cat / "empty.png").unlink()
+    labels = [
+        _first_batch(load_dataset(str(image_folder), split, batch_size=100)[0])[1]
+        for split in ("train", "validation")
+    ]
+    assert np.bincount(np.concatenate(labels)).tolist() == [5, 10, 10]
+    for i in range(20):
+        (cat / f"bad{i}.gif").write_bytes(b"GIF")  # Too short to be one.
+    five_and_more = r"^20 of the 45 image files .*(bad.*){5}and 15 more\. Delete"
+    with pytest.raises(ValueError, match=five_and_more):
+        load_dataset(str(image_folder), "validation")
