@@ -257,3 +257,23 @@ def test_ctrl_c_prints_one_line(monkeypatch, capsys):
     assert cli.main(["train"]) == 130
     error = capsys.readouterr().err.strip()
     assert error == "keras-vit train: interrupted. Checkpoints written so far are kept: the same command resumes."
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("content", ["", "[1, 2]"])
+def test_a_damaged_search_record_names_the_file(tmp_path, content):
+    from keras_vit.tuning.workflow import _check_same_search
+
+    (tmp_path / "tune_config.json").write_text(content)
+    with pytest.raises(ValueError, match=r"tune_config.json.*--overwrite"):
+        _check_same_search(str(tmp_path), {"model": "vit_pico8"}, overwrite=False)
+    _check_same_search(str(tmp_path), {"model": "vit_pico8"}, overwrite=True)  # the way out
+
+
+@pytest.mark.backend_agnostic
+def test_the_tuning_chief_warns_when_it_listens_on_every_interface():
+    from keras_vit.tuning.distributed import all_interfaces_warning
+
+    assert "listens on all interfaces (0.0.0.0) without authentication" in all_interfaces_warning("0.0.0.0")
+    assert all_interfaces_warning("[::]") and all_interfaces_warning("::")
+    assert all_interfaces_warning("10.0.0.5") is None and all_interfaces_warning("127.0.0.1") is None
