@@ -18,6 +18,9 @@ def _train(args):
         image_size=args.image_size,
         batch_size=args.batch_size,
         epochs=args.epochs,
+        weights=args.weights,
+        keep_head=args.keep_head,
+        freeze_backbone=args.freeze_backbone,
         recipe=args.recipe,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
@@ -36,9 +39,88 @@ def _train(args):
         verbose=1 if sys.stdout.isatty() else 2,
     )
     print(
-        f"\nvalidation accuracy {result.val_accuracy:.4f} after {args.epochs} epochs "
+        f"\nvalidation accuracy {result.val_accuracy:.4f} after {len(result.history['loss'])} epochs "
         f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png"
     )
+
+
+def _load_classifier(args):
+    """The model and metadata of --model; --class-names / --image-size fill in what a plain .keras lacks."""
+    from keras_vit.applications.saving import ClassifierMetadata, load_classifier
+
+    model, metadata = load_classifier(args.model, metadata_required=not args.class_names)
+    if args.class_names:
+        names = [name.strip() for name in args.class_names.split(",")]
+        metadata = ClassifierMetadata(class_names=names, image_size=metadata and metadata.image_size)
+    image_size = args.image_size or metadata.image_size or model.input_shape[1]
+    if model.input_shape[1] is not None and image_size != model.input_shape[1]:
+        raise ValueError(f"--image-size {image_size}: the model takes {model.input_shape[1]} px images.")
+    return model, metadata, image_size
+
+
+def _evaluate(args):
+    from keras_vit.applications.saving import resolve_model_path
+    from keras_vit.data import load_dataset
+    from keras_vit.evaluation import evaluate_classifier, plot_confusion_matrix
+    from keras_vit.training.run_folder import write_json_atomically
+
+    model, metadata, image_size = _load_classifier(args)
+    dataset, info = load_dataset(args.dataset, args.split, data_dir=args.data_dir, image_size=image_size,
+                                 batch_size=args.batch_size, eval_crop_fraction=metadata.eval_crop_fraction)
+    if info.class_names != list(metadata.class_names):
+        raise ValueError(
+            f"The model was trained on the classes {list(metadata.class_names)}, {args.dataset!r} has "
+            f"{info.class_names}: evaluate on a dataset with the model's classes, in the same order."
+        )
+    report = evaluate_classifier(model, dataset, info.class_names, progress=sys.stdout.isatty())
+    output_dir = args.output_dir or os.path.dirname(os.path.abspath(resolve_model_path(args.model)))
+    os.makedirs(output_dir, exist_ok=True)
+    stem = f"evaluation_{os.path.basename(str(args.dataset).rstrip('/')).replace('/', '_')}_{args.split}"
+    write_json_atomically(os.path.join(output_dir, stem + ".json"), {
+        "model": os.path.abspath(args.model), "dataset": args.dataset, "split": args.split, **report.to_dict()})
+    plot_confusion_matrix(report.confusion_matrix, info.class_names, os.path.join(output_dir, stem + ".png"),
+                          title=f"{args.dataset} ({args.split})")
+    print(f"{report.num_examples} images of {args.dataset!r} ({args.split})")
+    print(f"accuracy        {report.accuracy:.4f}")
+    print(f"top-{report.top_k} accuracy  {report.top5_accuracy:.4f}")
+    for name, accuracy in report.per_class_accuracy.items():
+        print(f"  {name:20} {'-' if accuracy is None else f'{accuracy:.4f}'}")
+    print(f"Wrote {os.path.join(output_dir, stem)}.json and .png (confusion matrix)")
+
+
+def _predict(args):
+    import json
+
+    import numpy as np
+
+    from keras_vit.evaluation import attention_rollout, list_image_files, load_images, predict_images
+    from keras_vit.evaluation import save_attention_overlay
+
+    model, metadata, image_size = _load_classifier(args)
+    paths = list_image_files(args.images)
+    results = predict_images(model, paths, metadata.class_names, image_size, metadata.eval_crop_fraction,
+                             top_k=args.top_k, batch_size=args.batch_size, progress=not args.json and sys.stdout.isatty())
+    if args.attention_map:
+        os.makedirs(args.attention_map, exist_ok=True)
+        for start in range(0, len(paths), args.batch_size):
+            batch = paths[start:start + args.batch_size]
+            images = load_images(batch, image_size, metadata.eval_crop_fraction)
+            maps = attention_rollout(model, images)
+            for path, image, attention, result in zip(batch, images, maps, results[start:start + args.batch_size]):
+                name = os.path.splitext(os.path.basename(path))[0]
+                out = os.path.join(args.attention_map, f"{start + batch.index(path):05d}_{name}.png")
+                top = result["top"][0]
+                save_attention_overlay(np.asarray(image), attention, out, title=f"{top['class']} {top['probability']:.2f}")
+                result["attention_map"] = out
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    width = max(len(result["path"]) for result in results)
+    for result in results:
+        top = "  ".join(f"{item['class']} {item['probability']:.3f}" for item in result["top"])
+        print(f"{result['path']:{width}}  {top}")
+    if args.attention_map:
+        print(f"Wrote {len(results)} attention maps to {args.attention_map}")
 
 
 def _tune(args):
@@ -128,12 +210,13 @@ def _info(args):
 def _recipes(args):
     from keras_vit.training import RECIPES
 
-    print(f"{'recipe':26} {'lr@batch':>13} {'wd':>5} {'warmup':>6} {'clip':>4} {'RandAug':>7} {'mixup':>5} "
+    print(f"{'recipe':26} {'optimizer':9} {'lr@batch':>13} {'wd':>5} {'warmup':>6} {'clip':>4} {'RandAug':>7} {'mixup':>5} "
           f"{'cutmix':>6} {'erase':>5} {'smooth':>6} {'dropout':>7} {'droppath':>8}")
     for recipe in RECIPES.values():
         aug = recipe.augmentation
         randaugment = f"{aug.randaugment_layers}x{aug.randaugment_magnitude:g}" if aug.randaugment_layers else "-"
-        print(f"{recipe.name:26} {recipe.learning_rate:>8g}@{recipe.reference_batch_size:<4} {recipe.weight_decay:>5g} "
+        print(f"{recipe.name:26} {recipe.optimizer:9} {recipe.learning_rate:>8g}@{recipe.reference_batch_size:<4} "
+              f"{recipe.weight_decay:>5g} "
               f"{recipe.warmup_fraction:>6.1%} {recipe.clip_norm:>4g} {randaugment:>7} {aug.mixup_alpha:>5g} "
               f"{aug.cutmix_alpha:>6g} {aug.random_erasing:>5g} {recipe.label_smoothing:>6g} "
               f"{_or_model(recipe.dropout_rate):>7} {_or_model(recipe.drop_path_rate):>8}")
@@ -153,10 +236,17 @@ def build_parser():
     train.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
     train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
     train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--epochs", type=int, default=None,
+                       help="default: the recipe's, or more on a small dataset (baseline: at least 1,800 steps)")
+    train.add_argument("--weights", default=None, metavar="PATH",
+                       help="start from a checkpoint of the same architecture: a transformers folder, a timm "
+                            ".safetensors, a keras-vit run folder or .keras, a .weights.h5; the head is new")
+    train.add_argument("--keep-head", action="store_true", help="with --weights: keep its head too (same classes)")
+    train.add_argument("--freeze-backbone", action="store_true",
+                       help="with --weights: train the head alone (a linear probe)")
     train.add_argument("--recipe", default="baseline",
-                       help="training recipe: augreg-<none|light1|...|strong2>[-reg][-wd0.1|-wd0.03], swin, baseline "
-                            "(keras-vit recipes lists them)")
+                       help="training recipe: augreg-<none|light1|...|strong2>[-reg][-wd0.1|-wd0.03], swin, baseline, "
+                            "augreg-finetune, finetune-small (keras-vit recipes lists them)")
     train.add_argument("--learning-rate", type=float, default=None,
                        help="peak learning rate after warmup (default: the recipe's, scaled to --batch-size)")
     train.add_argument("--weight-decay", type=float, default=None, help="decoupled AdamW weight decay (default: the recipe's)")
@@ -167,7 +257,8 @@ def build_parser():
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                        help="checkpoint every STEPS steps too (epochs always are); rerun the same command to resume")
     train.add_argument("--min-crop-scale", type=float, default=None,
-                       help="smallest area fraction of the random resized crop (default 0.08; 0.8 for shapes)")
+                       help="smallest area fraction of the random resized crop (default 0.08; 0.8 for images of "
+                            "at most 64 px, shapes included)")
     train.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
     train.add_argument("--strategy", default="auto",
                        help="TensorFlow: auto|tpu|gpu|multiworker|mirrored|cpu; JAX: auto|data|model|cpu; PyTorch: auto|cpu")
@@ -183,6 +274,27 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, top-5, per-class accuracy and a confusion matrix of a trained classifier")
+    evaluate.add_argument("--model", required=True, help="a run folder of keras-vit train, or its model.keras")
+    evaluate.add_argument("--dataset", required=True, help="'shapes', a TFDS name, or a folder of class sub-folders")
+    evaluate.add_argument("--split", default="validation", help="default: validation (a folder's held-out part)")
+    evaluate.add_argument("--data-dir", default=None, help="TFDS data_dir")
+    _add_model_file_arguments(evaluate, batch_size=64)
+    evaluate.add_argument("--output-dir", default=None,
+                          help="where evaluation_<dataset>_<split>.json/.png go (default: the model's folder)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="top-k classes of images (and attention maps) with a trained classifier")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders (recursive)")
+    predict.add_argument("--model", required=True, help="a run folder of keras-vit train, or its model.keras")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--attention-map", default=None, metavar="DIR",
+                         help="write per image a PNG with the attention rollout overlaid (ViT models)")
+    _add_model_file_arguments(predict, batch_size=32)
+    predict.set_defaults(handler=_predict)
+
     _add_tune_parser(commands)
 
     recipes = commands.add_parser("recipes", help="list the training recipes and their settings")
@@ -195,6 +307,13 @@ def build_parser():
     info.add_argument("--task", default=None, choices=TASKS, help="with --list: only the models of this task")
     info.set_defaults(handler=_info_or_list)
     return parser
+
+
+def _add_model_file_arguments(parser, batch_size):
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--class-names", default=None, metavar="A,B,...",
+                        help="class names of a .keras file saved without them (keras-vit train records them)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the one recorded with the model")
 
 
 def _add_tune_parser(commands):

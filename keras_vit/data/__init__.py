@@ -7,6 +7,7 @@ from keras_vit.data.augment import Augmentation
 from keras_vit.data.augment import randaugment_factor
 from keras_vit.data.pipeline import DatasetInfo
 from keras_vit.data.pipeline import default_min_crop_scale
+from keras_vit.data.pipeline import image_side
 from keras_vit.data.pipeline import load_dataset
 from keras_vit.data.pipeline import load_epochs
 from keras_vit.data.shapes import COLOR_NAMES

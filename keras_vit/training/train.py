@@ -26,6 +26,9 @@ from keras_vit.training.distribute import (
     select_distribution,
     set_precision,
 )
+from keras_vit.applications.saving import ClassifierMetadata, save_classifier
+from keras_vit.training.pretrained import checkpoint_kind, load_pretrained
+from keras_vit.training.pretrained import freeze_backbone as freeze_backbone_layers
 from keras_vit.training.recipes import get_recipe
 from keras_vit.training.run_folder import LOCK_FILE, RunFolder, read_json, write_json_atomically
 
@@ -56,26 +59,32 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps):
 
 def build_optimizer(
     learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=1.0, model=None, ema_momentum=None, beta_2=0.999,
-    no_weight_decay=None,
+    no_weight_decay=None, optimizer="adamw", momentum=0.9,
 ):
-    """AdamW on `warmup_cosine_schedule`, global-norm clipping, and no decay on biases,
-    norms and the weights the model declares (`ModelSpec.no_weight_decay`: class
-    tokens, position embeddings, relative position tables, Swin-V2's logit scales and
-    continuous-position-bias MLPs, ...).
+    """AdamW (or SGD with momentum, `optimizer="sgd"`) on `warmup_cosine_schedule`,
+    global-norm clipping, and no decay on biases, norms and the weights the model
+    declares (`ModelSpec.no_weight_decay`: class tokens, position embeddings, relative
+    position tables, Swin-V2's logit scales and continuous-position-bias MLPs, ...).
 
     `no_weight_decay` is a list of regexes on variable paths (default: every registered
     model's); path patterns need the `model`, name patterns apply without it.
     `ema_momentum` keeps an exponential moving average of the weights, which
     replaces them when `fit` ends."""
-    optimizer = keras.optimizers.AdamW(
+    common = dict(
         learning_rate=warmup_cosine_schedule(learning_rate, total_steps, warmup_steps),
-        weight_decay=weight_decay,
-        beta_1=0.9,
-        beta_2=beta_2,
+        weight_decay=weight_decay or None,
         global_clipnorm=clip_norm,
         use_ema=ema_momentum is not None,
         ema_momentum=0.99 if ema_momentum is None else ema_momentum,
     )
+    if optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=momentum, **common)
+    elif optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(beta_1=0.9, beta_2=beta_2, **{**common, "weight_decay": weight_decay})
+    else:
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
+    if optimizer.weight_decay is None:  # SGD without decay: nothing to exclude
+        return optimizer
     if no_weight_decay is None:
         no_weight_decay = sorted({pattern for name in list_models() for pattern in model_info(name).no_weight_decay})
     skipped = [] if model is None else [
@@ -117,7 +126,10 @@ def train_classifier(
     data_dir=None,
     image_size=None,
     batch_size=64,
-    epochs=20,
+    epochs=None,
+    weights=None,
+    keep_head=False,
+    freeze_backbone=False,
     learning_rate=None,
     weight_decay=None,
     warmup_epochs=None,
@@ -143,13 +155,21 @@ def train_classifier(
         recipe: a name from `list_recipes()` or a `Recipe`: optimizer, schedule,
             augmentation, label smoothing and model regularization.
         batch_size: global batch size.
+        epochs: default `default_epochs`: the recipe's, or more on a small
+            dataset (at least the recipe's `min_steps` optimizer steps).
+        weights: start from this checkpoint (a transformers folder, a timm
+            `.safetensors`, a keras-vit run folder or `.keras`, a `.weights.h5`)
+            of the same architecture; the head is new, sized for the dataset.
+        keep_head: keep the checkpoint's head too (same classes needed).
+        freeze_backbone: train the head alone (a linear probe).
         learning_rate: peak learning rate (default: the recipe's, scaled
             linearly from its reference batch to `batch_size`).
         weight_decay, label_smoothing, ema_momentum: override the recipe's.
         warmup_epochs: linear warmup (default: the recipe's share of the run).
         min_crop_scale: smallest area fraction of the random resized crop
-            (default 0.08, Inception-style; 0.8 for `shapes`, whose object a
-            small crop would cut out).
+            (default `default_min_crop_scale`: 0.08, Inception-style, but 0.8
+            for images of at most 64 px, `shapes` included, where a small crop
+            keeps a few blurred pixels).
         output_dir: the run folder (see below).
         overwrite: replace a finished run in `output_dir`, or discard the
             checkpoint of an interrupted run with other settings there.
@@ -181,9 +201,12 @@ def train_classifier(
 
     Returns a `TrainResult`.
     """
-    from keras_vit.data import default_min_crop_scale, load_dataset, load_epochs
+    from keras_vit.data import default_min_crop_scale, image_side, load_dataset, load_epochs
 
-    _check_positive(batch_size=batch_size, epochs=epochs)
+    _check_positive(batch_size=batch_size)
+    _check_positive_or_none(epochs=epochs)
+    if (keep_head or freeze_backbone) and weights is None:
+        raise ValueError("keep_head and freeze_backbone (--keep-head, --freeze-backbone) need weights (--weights PATH).")
     _check_positive_or_none(image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every)
     recipe = get_recipe(recipe)
     spec = model_info(model)  # unknown names fail before any data work
@@ -201,9 +224,14 @@ def train_classifier(
     if ema_momentum is not None and not 0 < ema_momentum < 1:
         raise ValueError(f"ema_momentum must be in (0, 1), e.g. 0.9999, got {ema_momentum}.")
     keras.utils.set_random_seed(seed)
-    image_size = image_size or default_image_size(model)
+    if weights is not None:
+        checkpoint_kind(weights)  # a path that is no checkpoint fails before any data work
+    image_size = image_size or recipe.image_size or default_image_size(model)
+    chosen = []
     if min_crop_scale is None:
-        min_crop_scale = default_min_crop_scale(dataset)
+        side = image_side(dataset, data_dir)
+        min_crop_scale = default_min_crop_scale(dataset, side)
+        chosen.append(f"min crop scale {min_crop_scale:g}" + (f" (images of {side} px)" if side else ""))
     one_hot = recipe.augmentation.mixes_labels or label_smoothing > 0
     common = dict(
         data_dir=data_dir, image_size=image_size, batch_size=batch_size, seed=seed,
@@ -214,6 +242,11 @@ def train_classifier(
     )
     val_data, val_info = load_dataset(dataset, "validation", training=False, **common)
     steps = min(steps_per_epoch or math.inf, info.num_examples // batch_size)
+    if epochs is None:
+        epochs = default_epochs(recipe, steps)
+        chosen.append(f"{epochs} epochs ({epochs * steps:,} steps of {steps}; recipe {recipe.name!r})")
+    if verbose and chosen:
+        print(f"Defaults for {dataset!r} ({info.num_examples:,} training images): {', '.join(chosen)}.")
     total_steps = steps * epochs
     if warmup_epochs is None:
         warmup_steps = round(recipe.warmup_fraction * total_steps)
@@ -228,6 +261,12 @@ def train_classifier(
                 model, f"recipe {recipe.name!r} or model_kwargs", input_shape=(image_size, image_size, 3), classes=info.num_classes,
                 classifier_activation=None, **{**recipe.model_kwargs(), **(model_kwargs or {})},
             )
+            if weights is not None:
+                loaded = load_pretrained(network, model, weights, keep_head=keep_head, class_names=info.class_names)
+                if verbose:
+                    print(f"Loaded {loaded}.")
+            if freeze_backbone:
+                freeze_backbone_layers(network)
             if one_hot:
                 loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
             else:
@@ -236,6 +275,7 @@ def train_classifier(
                 optimizer=build_optimizer(
                     learning_rate, weight_decay, total_steps, warmup_steps, clip_norm=recipe.clip_norm, model=network,
                     ema_momentum=ema_momentum, beta_2=recipe.beta_2, no_weight_decay=spec.no_weight_decay,
+                    optimizer=recipe.optimizer, momentum=recipe.momentum,
                 ),
                 loss=loss,
                 metrics=["accuracy"],
@@ -259,12 +299,17 @@ def train_classifier(
         "weight_decay": weight_decay,
         "label_smoothing": label_smoothing,
         "ema_momentum": ema_momentum,
+        "weights": None if weights is None else os.fspath(weights),
+        "keep_head": keep_head,
+        "freeze_backbone": freeze_backbone,
+        "min_crop_scale": min_crop_scale,
         "augmentation": dataclasses.asdict(recipe.augmentation),
         "seed": seed,
         "backend": keras.backend.backend(),
         "replicas": num_replicas(distribution),
         "precision": precision,
         "params": network.count_params(),
+        "trainable_params": sum(int(math.prod(variable.shape)) for variable in network.trainable_weights),
     }
     worker = _worker_index(distribution)
     # Multi-worker runs: every worker checkpoints (to resume in step), only the first writes the artifacts.
@@ -286,7 +331,9 @@ def train_classifier(
         )
         if not worker:
             run_folder.write_artifacts({
-                "model.keras": network.save,
+                "model.keras": lambda path: save_classifier(
+                    network, path, ClassifierMetadata(class_names=info.class_names, model=model, image_size=image_size)
+                ),
                 "history.json": lambda path: _write_json(path, history),
                 "curves.png": lambda path: plot_history(history, path, title=f"{model} on {dataset}"),
                 "summary.json": lambda path: _write_json(path, summary),
@@ -297,7 +344,8 @@ def train_classifier(
 
 # Settings that must not change between an interrupted run and its resumption.
 _RUN_KEYS = ("model", "dataset", "recipe", "image_size", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
-             "weight_decay", "label_smoothing", "ema_momentum", "augmentation", "seed", "params")
+             "weight_decay", "label_smoothing", "ema_momentum", "weights", "keep_head", "freeze_backbone",
+             "min_crop_scale", "augmentation", "seed", "params")
 
 
 def _resume(network, checkpoint_dir, summary, overwrite=False):
@@ -426,6 +474,13 @@ def plot_history(history, path, title=""):
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def default_epochs(recipe, steps_per_epoch):
+    """The recipe's epochs, or more when an epoch is short: at least `recipe.min_steps` optimizer
+    steps in all (`baseline`: 1,800, which `shapes` reaches in its 20 epochs of 93 steps; a folder
+    of 1,400 images at batch 64 gets 82 epochs instead of 20)."""
+    return max(recipe.epochs, math.ceil(recipe.min_steps / steps_per_epoch))
 
 
 def default_image_size(model_name):

@@ -32,7 +32,7 @@ class AugRegHyperModel(kt.HyperModel):
         batch_size: global batch size.
         epochs: epochs per trial (Hyperband passes its own).
         steps_per_epoch: cap on training steps per epoch.
-        min_crop_scale: smallest area of the random resized crop (default 0.5 on shapes, else 0.08).
+        min_crop_scale: smallest area of the random resized crop (default 0.8 on shapes, else 0.08).
         seed: data order and augmentation seed (the same for every trial, so trials differ only
             by their hyperparameters).
         clip_norm: global gradient-norm clipping (AugReg: 1.0).
