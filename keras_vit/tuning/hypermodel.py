@@ -32,7 +32,8 @@ class AugRegHyperModel(kt.HyperModel):
         batch_size: global batch size.
         epochs: epochs per trial (Hyperband passes its own).
         steps_per_epoch: cap on training steps per epoch.
-        min_crop_scale: smallest area of the random resized crop (default 0.8 on shapes, else 0.08).
+        min_crop_scale: smallest area of the random resized crop (default: `default_min_crop_scale`,
+            0.8 for images of at most 64 px, shapes included, else 0.08).
         seed: data order and augmentation seed (the same for every trial, so trials differ only
             by their hyperparameters).
         clip_norm: global gradient-norm clipping (AugReg: 1.0).
@@ -65,7 +66,7 @@ class AugRegHyperModel(kt.HyperModel):
     ):
         super().__init__(name=name)
         from keras_vit.applications.registry import get_constructor
-        from keras_vit.data import default_min_crop_scale
+        from keras_vit.data import default_min_crop_scale, image_side
         from keras_vit.training.train import default_image_size
 
         get_constructor(model)  # unknown names fail here
@@ -82,7 +83,9 @@ class AugRegHyperModel(kt.HyperModel):
         self.batch_size = batch_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        self.min_crop_scale = default_min_crop_scale(dataset) if min_crop_scale is None else min_crop_scale
+        if min_crop_scale is None:
+            min_crop_scale = default_min_crop_scale(dataset, image_side(dataset, data_dir))
+        self.min_crop_scale = min_crop_scale
         self.seed = seed
         self.clip_norm = clip_norm
         self.warmup_fraction = warmup_fraction
