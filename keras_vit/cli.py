@@ -93,24 +93,27 @@ def _predict(args):
 
     import numpy as np
 
-    from keras_vit.evaluation import attention_rollout, list_image_files, load_images, predict_images
+    from keras_vit.evaluation import attention_maps, list_image_files, load_images, predict_images
     from keras_vit.evaluation import save_attention_overlay
+    from keras_vit.evaluation.predict import attention_map_kind
 
     model, metadata, image_size = _load_classifier(args)
     paths = list_image_files(args.images)
     results = predict_images(model, paths, metadata.class_names, image_size, metadata.eval_crop_fraction,
                              top_k=args.top_k, batch_size=args.batch_size, progress=not args.json and sys.stdout.isatty())
     if args.attention_map:
+        kind = attention_map_kind(model)
         os.makedirs(args.attention_map, exist_ok=True)
         for start in range(0, len(paths), args.batch_size):
             batch = paths[start:start + args.batch_size]
             images = load_images(batch, image_size, metadata.eval_crop_fraction)
-            maps = attention_rollout(model, images)
+            maps = attention_maps(model, images)
             for path, image, attention, result in zip(batch, images, maps, results[start:start + args.batch_size]):
                 name = os.path.splitext(os.path.basename(path))[0]
                 out = os.path.join(args.attention_map, f"{start + batch.index(path):05d}_{name}.png")
                 top = result["top"][0]
-                save_attention_overlay(np.asarray(image), attention, out, title=f"{top['class']} {top['probability']:.2f}")
+                save_attention_overlay(np.asarray(image), attention, out, title=f"{top['class']} {top['probability']:.2f}",
+                                       kind=kind)
                 result["attention_map"] = out
     if args.json:
         print(json.dumps(results, indent=1))
@@ -291,7 +294,8 @@ def build_parser():
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.add_argument("--attention-map", default=None, metavar="DIR",
-                         help="write per image a PNG with the attention rollout overlaid (ViT models)")
+                         help="write per image a PNG with the attention overlaid (ViT: rollout; Swin: the last "
+                              "stage's attention)")
     _add_model_file_arguments(predict, batch_size=32)
     predict.set_defaults(handler=_predict)
 

@@ -10,7 +10,10 @@ import importlib
 from keras_vit.evaluation.classification import ClassificationReport, evaluate_classifier, plot_confusion_matrix
 from keras_vit.evaluation.complexity import Complexity, measure
 
-_PREDICT = ("attention_rollout", "list_image_files", "load_images", "predict_images", "save_attention_overlay")
+_PREDICT = (
+    "attention_maps", "attention_rollout", "list_image_files", "load_images", "predict_images", "save_attention_overlay",
+    "swin_attention",
+)
 
 
 def __getattr__(name):

@@ -244,6 +244,58 @@ def attention_rollout(model, images, batch_size=32):
     return np.concatenate(maps)
 
 
+def attention_maps(model, images, batch_size=32):
+    """What a model looks at, `(n, grid_height, grid_width)` in [0, 1]: `attention_rollout` for ViT
+    models, `swin_attention` for Swin; a ValueError for models without attention over the image."""
+    if _swin_blocks(model):
+        return swin_attention(model, images, batch_size)
+    return attention_rollout(model, images, batch_size)
+
+
+def attention_map_kind(model):
+    """What `attention_maps` computes for `model`: "last-stage attention" (Swin) or "attention rollout"."""
+    return "last-stage attention" if _swin_blocks(model) else "attention rollout"
+
+
+def swin_attention(model, images, batch_size=32):
+    """The attention the last Swin block pays to each position of its feature map: its window
+    attention weights averaged over heads and queries, put back on the map (windows reversed,
+    the shift undone), then scaled to [0, 1] per image. Returns `(n, height, width)` of the last
+    stage's map (7x7 for Swin-T at 224 px, where the last stage is one window)."""
+    blocks = _swin_blocks(model)
+    if not blocks:
+        raise ValueError(f"{model.name!r} has no Swin blocks; attention_maps handles ViT and Swin models.")
+    block = blocks[-1]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    prefix = keras.Model(inputs, block.input, name="swin_attention_prefix")
+    images = np.asarray(images, np.float32)
+    maps = []
+    for start in range(0, len(images), batch_size):
+        x = prefix(images[start : start + batch_size], training=False)
+        _, scores = block(x, training=False, return_attention_scores=True)
+        maps.append(_received_attention(block.attention, keras.ops.convert_to_numpy(scores), x.shape[1:3]))
+    return np.concatenate(maps) if maps else np.zeros((0, *block.input.shape[1:3]), np.float32)
+
+
+def _received_attention(window_attention, scores, size):
+    """`(batch, height, width)` of window weights `(batch * windows, heads, M^2, M^2)`, scaled to [0, 1]."""
+    m, shift = window_attention.effective_window, window_attention.effective_shift
+    padded_h, padded_w = window_attention.padded_size
+    received = np.asarray(scores, np.float64).mean(axis=(1, 2))  # (batch * windows, M^2)
+    rows, cols = padded_h // m, padded_w // m
+    grid = received.reshape(-1, rows, cols, m, m).transpose(0, 1, 3, 2, 4).reshape(-1, padded_h, padded_w)
+    grid = np.roll(grid, (shift, shift), axis=(1, 2))[:, : size[0], : size[1]]
+    low = grid.min(axis=(1, 2), keepdims=True)
+    spread = grid.max(axis=(1, 2), keepdims=True) - low
+    return np.where(spread > 0, (grid - low) / np.where(spread > 0, spread, 1.0), 1.0).astype(np.float32)
+
+
+def _swin_blocks(model):
+    from keras_vit.applications.swin.block import SwinTransformerBlock
+
+    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, SwinTransformerBlock)]
+
+
 def _vit_parts(model):
     """`(blocks, patch_embedding)` of a ViT-like functional model; ValueError otherwise."""
     blocks = [
@@ -254,8 +306,8 @@ def _vit_parts(model):
     if not blocks or len(embeddings) != 1 or not isinstance(model, keras.Model) or not model.inputs:
         raise ValueError(
             f"Attention maps are available for ViT models (and the ResNet+ViT hybrids): {model.name!r} has "
-            f"{len(blocks)} global self-attention blocks and {len(embeddings)} patch embeddings. Swin's "
-            "shifted-window attention and the ResNet family have no single attention over the image."
+            f"{len(blocks)} global self-attention blocks and {len(embeddings)} patch embeddings. For Swin, "
+            "attention_maps / swin_attention give the last stage's attention; the ResNet family has none."
         )
     for previous, block in zip(blocks, blocks[1:]):
         if block.input is not previous.output:
@@ -293,7 +345,7 @@ def rollout(scores, num_prefix_tokens, grid_size):
     return scaled.astype(np.float32)
 
 
-def save_attention_overlay(image, attention, path, title=""):
+def save_attention_overlay(image, attention, path, title="", kind="attention rollout"):
     """Writes a PNG of `image` beside the image with `attention` overlaid (jet, alpha 0.5).
 
     Args:
@@ -323,7 +375,7 @@ def save_attention_overlay(image, attention, path, title=""):
         left.set_title("image")
         right.imshow(pixels)
         right.imshow(upsampled, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
-        right.set_title("attention rollout")
+        right.set_title(kind)
         for axes in (left, right):
             axes.axis("off")
         if title:

@@ -248,3 +248,30 @@ def test_attention_overlay_png_is_written(tmp_path, image_folder):
     assert data.startswith(b"\x89PNG") and len(data) > 5000
     with pytest.raises(ValueError, match="index the batch first"):
         save_attention_overlay(images, maps, tmp_path / "x.png")
+
+
+def test_swin_attention_puts_each_window_key_back_where_it_sits():
+    """One window's weights all on one key: the map peaks at that key's pixel, after the shift is undone."""
+    from types import SimpleNamespace
+
+    from keras_vit.evaluation.predict import _received_attention
+
+    attention = SimpleNamespace(effective_window=2, effective_shift=1, padded_size=(4, 6))
+    scores = np.zeros((2 * 3, 1, 4, 4))  # 1 image, 2x3 windows of 2x2, 1 head
+    scores[4, :, :, 3] = 1.0  # window (row 1, col 1), key (1, 1): shifted-map pixel (3, 3)
+    expected = np.zeros((4, 6))
+    expected[(3 + 1) % 4, (3 + 1) % 6] = 1.0  # the shift of 1 rolled back
+    np.testing.assert_array_equal(_received_attention(attention, scores, (4, 6))[0], expected)
+
+
+def test_swin_models_get_their_last_stage_attention():
+    from keras_vit.applications.swin.model import SwinTransformer
+    from keras_vit.evaluation.predict import attention_map_kind, attention_maps, swin_attention
+
+    swin = SwinTransformer(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=2, input_shape=(32, 32, 3),
+                           classes=3)
+    images = np.random.RandomState(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    maps = swin_attention(swin, images, batch_size=2)
+    assert maps.shape == (3, 4, 4) and maps.min() == 0.0 and maps.max() == 1.0
+    np.testing.assert_array_equal(attention_maps(swin, images), maps)
+    assert attention_map_kind(swin) == "last-stage attention" and attention_map_kind(_vit()) == "attention rollout"

@@ -147,7 +147,10 @@ class WindowAttention(keras.layers.Layer):
             mask = mask + np.where(valid > 0, 0.0, -1e4).astype("float32")
         return device_constant(mask[:, None]) if mask.any() else None
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, return_attention_scores=False):
+        """`(batch, height, width, channels)` -> the same; with `return_attention_scores` also the
+        softmax weights of every window, `(batch * windows, heads, M^2, M^2)` (windows of the
+        padded, shifted map in `window_partition` order)."""
         _, height, width, channels = inputs.shape
         m, shift = self.effective_window, self.effective_shift
         padded_h, padded_w = self.padded_size
@@ -161,10 +164,17 @@ class WindowAttention(keras.layers.Layer):
         grouped = self.window_mask is not None
         if grouped:
             bias = ops.cast(self.window_mask, bias.dtype) + bias  # (nW, heads, M^2, M^2), one per window
-        windows = self.attention(windows, attention_bias=bias, grouped_bias=grouped, training=training)
+        windows = self.attention(
+            windows, attention_bias=bias, grouped_bias=grouped, training=training,
+            **({"return_attention_scores": True} if return_attention_scores else {}),
+        )
+        if return_attention_scores:
+            windows, scores = windows
         x = window_reverse(windows, m, padded_h, padded_w)
         if shift:
             x = ops.roll(x, shift=(shift, shift), axis=(1, 2))
+        if return_attention_scores:
+            return x[:, :height, :width, :], scores
         return x[:, :height, :width, :]
 
     def compute_output_shape(self, input_shape):
