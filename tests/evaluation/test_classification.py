@@ -76,6 +76,7 @@ def test_one_hot_labels_and_a_tf_data_dataset_give_the_same_report():
     _assert_expected(evaluate_classifier(_identity_model(), dataset, CLASSES, progress=True))
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_to_dict_is_json_and_has_no_nan():
     logits, labels = _logits_and_labels()
     report = evaluate_classifier(_identity_model(), _batches(logits, labels), CLASSES)
@@ -117,6 +118,7 @@ def test_a_vit_report_agrees_with_its_predictions():
     np.testing.assert_array_equal(report.confusion_matrix.sum(axis=1), np.bincount(labels, minlength=3))
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_errors_name_the_problem():
     logits, labels = _logits_and_labels()
     with pytest.raises(ValueError, match="7 outputs|shape \\(3, 7\\).*3 class names"):
@@ -129,6 +131,7 @@ def test_errors_name_the_problem():
         plot_confusion_matrix(np.zeros((3, 3)), ["a", "b"], "unused.png")
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 @pytest.mark.parametrize("classes", [7, 35])
 def test_confusion_matrix_png_is_written(tmp_path, classes):
     matrix = np.random.RandomState(classes).randint(0, 20, size=(classes, classes))

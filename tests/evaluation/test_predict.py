@@ -58,6 +58,7 @@ def _vit(pooling="avg", activation=None, seed=0):
 # list_image_files
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_list_image_files_recurses_sorts_skips_hidden_and_keeps_given_order(image_folder):
     val = image_folder / "val"
     _write_image(str(val / ".hidden.png"), 8, 8, seed=5)
@@ -70,6 +71,7 @@ def test_list_image_files_recurses_sorts_skips_hidden_and_keeps_given_order(imag
     assert list_image_files(str(val / "a" / "2.jpg")) == [str(val / "a" / "2.jpg")]
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_list_image_files_errors_name_the_path_and_the_fix(tmp_path, image_folder):
     missing = str(tmp_path / "missing.png")
     with pytest.raises(ValueError, match=f"{missing!r}: no such file or folder"):
@@ -97,6 +99,7 @@ def test_list_image_files_errors_name_the_path_and_the_fix(tmp_path, image_folde
 # load_images
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_load_images_equals_the_evaluation_pipeline(image_folder):
     for fraction in (0.875, 1.0):
         dataset, info = load_dataset(str(image_folder), "validation", image_size=SIZE, batch_size=8,
@@ -109,6 +112,7 @@ def test_load_images_equals_the_evaluation_pipeline(image_folder):
         assert 0.0 <= images.min() and images.max() <= 255.0
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_load_images_refuses_bad_options_and_undecodable_files(tmp_path, image_folder):
     path = str(image_folder / "val" / "a" / "1.png")
     with pytest.raises(ValueError, match="eval_crop_fraction must be in"):
@@ -250,6 +254,7 @@ def test_attention_overlay_png_is_written(tmp_path, image_folder):
         save_attention_overlay(images, maps, tmp_path / "x.png")
 
 
+@pytest.mark.backend_agnostic  # files, tf.data and NumPy only
 def test_swin_attention_puts_each_window_key_back_where_it_sits():
     """One window's weights all on one key: the map peaks at that key's pixel, after the shift is undone."""
     from types import SimpleNamespace
