@@ -184,14 +184,19 @@ def plot_confusion_matrix(matrix, class_names, path, title=""):
         _label_axes(axes, class_names, title)
         if count <= MAX_ANNOTATED_CLASSES:
             _annotate_counts(axes, matrix, fractions)
-        figure.tight_layout()
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        save_figure(figure, path)
     finally:
         plt.close(figure)
     return path
+
+
+def save_figure(figure, path):
+    """Lays out `figure` and writes it as a PNG to `path`, creating its folder."""
+    figure.tight_layout()
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=100)
 
 
 def _label_axes(axes, class_names, title):

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.data import pipeline
+from keras_vit.evaluation.classification import save_figure
 from keras_vit.layers import MultiHeadSelfAttention, PatchEmbedding, TransformerBlock
 
 _HEADER_BYTES = 12  # Enough for every format `pipeline._is_image_header` knows.
@@ -380,11 +381,7 @@ def save_attention_overlay(image, attention, path, title="", kind="attention rol
             axes.axis("off")
         if title:
             figure.suptitle(title)
-        figure.tight_layout()
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        save_figure(figure, path)
     finally:
         plt.close(figure)
     return path

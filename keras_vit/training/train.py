@@ -204,10 +204,11 @@ def train_classifier(
     from keras_vit.data import default_min_crop_scale, image_side, load_dataset, load_epochs
 
     _check_positive(batch_size=batch_size)
-    _check_positive_or_none(epochs=epochs)
     if (keep_head or freeze_backbone) and weights is None:
         raise ValueError("keep_head and freeze_backbone (--keep-head, --freeze-backbone) need weights (--weights PATH).")
-    _check_positive_or_none(image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every)
+    _check_positive_or_none(
+        epochs=epochs, image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every
+    )
     recipe = get_recipe(recipe)
     spec = model_info(model)  # unknown names fail before any data work
     distribution = select_distribution(strategy, tpu_address, model=model)
