@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from keras_vit import applications, convert, layers  # noqa: E402
+from keras_vit import applications, convert, layers, ops  # noqa: E402
 from keras_vit.applications.registry import create_model, list_models, model_info  # noqa: E402
 
 _LAZY_SUBPACKAGES = ("data", "evaluation", "training", "tuning")
@@ -35,6 +35,7 @@ __all__ = [
     "layers",
     "list_models",
     "model_info",
+    "ops",
     "training",
     "tuning",
     "__version__",
