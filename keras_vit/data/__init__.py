@@ -1,10 +1,16 @@
-"""Input pipelines (tf.data + TFDS) and the offline `shapes` dataset.
+"""Input pipelines (tf.data + TFDS) and the offline `shapes` datasets.
 
-Importing this package registers the `shapes` TFDS builder.
+Importing this package registers the `shapes` and `shapes_detection` TFDS
+builders.
 """
 
 from keras_vit.data.augment import Augmentation
 from keras_vit.data.augment import randaugment_factor
+from keras_vit.data.coco import find_coco_files
+from keras_vit.data.coco import read_coco_annotations
+from keras_vit.data.detection import DetectionInfo
+from keras_vit.data.detection import load_detection_dataset
+from keras_vit.data.detection import tfds_detection_record
 from keras_vit.data.pipeline import DatasetInfo
 from keras_vit.data.pipeline import default_min_crop_scale
 from keras_vit.data.pipeline import image_side
@@ -14,3 +20,5 @@ from keras_vit.data.shapes import COLOR_NAMES
 from keras_vit.data.shapes import SHAPE_NAMES
 from keras_vit.data.shapes import Shapes
 from keras_vit.data.shapes import render_example
+from keras_vit.data.shapes_detection import ShapesDetection
+from keras_vit.data.shapes_detection import render_detection_example
