@@ -12,6 +12,7 @@ from keras_vit.applications.registry import (
     model_info,
     register_model,
 )
+from keras_vit.applications.detr import DETR, DETRPico, DETRResNet50, DETRResNet101, DetrDetector
 from keras_vit.applications.resnet import (
     LRNet26,
     LRNet50,
@@ -21,6 +22,7 @@ from keras_vit.applications.resnet import (
     NonLocalResNet101,
     ResNet,
     ResNet50,
+    ResNetPico,
     ResNet101,
     SelfAttentionResNet50,
 )

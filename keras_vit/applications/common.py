@@ -53,12 +53,19 @@ def check_head_arguments(model_name, include_top, pooling, classes, supported):
     return pooling
 
 
-def image_input_shape(model_name, input_shape, default_size, multiple_of=1, unit="the patch size"):
+def image_input_shape(model_name, input_shape, default_size, multiple_of=1, unit="the patch size", any_size=False):
     """`input_shape` as a `(height, width, channels)` tuple of positive Python ints (NumPy
     integers converted; default `(default_size, default_size, 3)`), with height and width
-    multiples of `multiple_of`."""
+    multiples of `multiple_of`. With `any_size` (convolutional models), height and width
+    may be None: the model then takes images of every size."""
     if input_shape is None:
         return (default_size, default_size, 3)
+    if any_size and input_shape is not None and len(input_shape) == 3 and None in tuple(input_shape)[:2]:
+        channels = as_int(input_shape[2])
+        sides = tuple(None if side is None else as_int(side) for side in input_shape[:2])
+        if not isinstance(channels, int) or channels < 1 or any(side is not None and (not isinstance(side, int) or side < 1) for side in sides):
+            raise ValueError(f"{model_name}: input_shape {input_shape}: height and width must be positive ints or None, channels a positive int.")
+        return (*sides, channels)
     try:
         sides = tuple(as_int(side) for side in input_shape)
     except TypeError:  # not a sequence

@@ -46,7 +46,8 @@ class TransformersConverter:
 
 @dataclasses.dataclass(frozen=True)
 class TimmConverter:
-    """Reads timm state dicts (`.safetensors`) of one family.
+    """Reads timm state dicts (`.safetensors`) of one family, or the state dicts of the family's
+    reference code when timm has no such model (DETR: facebookresearch/detr's layout).
 
     Attributes:
         family: the keras-vit family.
@@ -58,6 +59,8 @@ class TimmConverter:
             tensors (e.g. a pre-logits width); the head size is read generically.
         check: optional `(tensors, path)` that raises ValueError on a variant this
             family cannot represent.
+        classifier: the models have a classification head (`include_top`,
+            `classes` read from `head.weight`, `classifier_activation`).
     """
 
     family: str
@@ -67,6 +70,7 @@ class TimmConverter:
     map_weights: Callable
     builder_arguments: Optional[Callable] = None
     check: Optional[Callable] = None
+    classifier: bool = True
 
 
 def register_converter(converter):

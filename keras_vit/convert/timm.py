@@ -1,4 +1,5 @@
-"""Reads timm-format state dicts (`.safetensors`); dispatches on the model name or the family."""
+"""Reads timm-format state dicts (`.safetensors`), and other reference-code state dicts a family
+registers the same way (DETR's original repository); dispatches on the model name or the family."""
 
 from keras_vit.convert.registry import timm_converter, timm_converter_for_name
 from keras_vit.convert.weight_map import WeightMap, read_safetensors
@@ -21,14 +22,15 @@ def load_timm_checkpoint(model_name, path, allow_resize=False, **kwargs):
     """
     converter, name = timm_converter_for_name(model_name)
     tensors = read_safetensors(path)
-    head = next((key for key in ("head.weight", "head.fc.weight") if key in tensors), None)
-    if head:
-        kwargs.setdefault("classes", tensors[head].shape[0])
-    else:
-        kwargs.setdefault("include_top", False)
+    if converter.classifier:
+        head = next((key for key in ("head.weight", "head.fc.weight") if key in tensors), None)
+        if head:
+            kwargs.setdefault("classes", tensors[head].shape[0])
+        else:
+            kwargs.setdefault("include_top", False)
+        kwargs.setdefault("classifier_activation", None)
     for key, value in (converter.builder_arguments(tensors) if converter.builder_arguments else {}).items():
         kwargs.setdefault(key, value)
-    kwargs.setdefault("classifier_activation", None)
     if converter.check is not None:
         converter.check(tensors, path)
     model = converter.create(name, **kwargs)

@@ -102,7 +102,7 @@ def load_transformers_checkpoint(path, allow_resize=False, **kwargs):
     options.update(kwargs)
     options.setdefault("name", converter.model_type)
     model = converter.builder(**options)
-    _load(model, path, converter, config, tensors, options["include_top"], allow_resize)
+    _load(model, path, converter, config, tensors, options.get("include_top", True), allow_resize)
     return model
 
 

@@ -8,7 +8,7 @@ package never imports a model family at import time.
 
 import importlib
 
-from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.layers.attention import MultiHeadAttention, MultiHeadSelfAttention
 from keras_vit.layers.drop_path import StochasticDepth
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.non_local import NonLocalBlock
@@ -16,6 +16,7 @@ from keras_vit.layers.patch_embedding import PatchEmbedding, resize_position_emb
 from keras_vit.layers.position_bias import ContinuousPositionBias, RelativePositionBias
 from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.self_attention_2d import SelfAttention2D
+from keras_vit.layers.sine_position_embedding import SinePositionEmbedding2D
 from keras_vit.layers.spectral_conv import SpectralConv2D
 from keras_vit.layers.token_pooling import TokenPooling
 from keras_vit.layers.transformer_block import TransformerBlock
@@ -25,6 +26,8 @@ _FAMILY_LAYERS = {
     "Bottleneck": "keras_vit.applications.resnet.bottleneck",
     "LocalRelation": "keras_vit.applications.resnet.local_relation",
     "CosineAttention": "keras_vit.applications.swin.cosine_attention",
+    "DetrDecoderLayer": "keras_vit.applications.detr.layers",
+    "DetrEncoderLayer": "keras_vit.applications.detr.layers",
     "PatchMerging": "keras_vit.applications.swin.patch_merging",
     "SwinTransformerBlock": "keras_vit.applications.swin.block",
     "WindowAttention": "keras_vit.applications.swin.window_attention",
@@ -49,11 +52,13 @@ __all__ = [
     "ContinuousPositionBias",
     "ImageNormalization",
     "Mlp",
+    "MultiHeadAttention",
     "MultiHeadSelfAttention",
     "NonLocalBlock",
     "PatchEmbedding",
     "RelativePositionBias",
     "SelfAttention2D",
+    "SinePositionEmbedding2D",
     "SpectralConv2D",
     "StochasticDepth",
     "TokenPooling",

@@ -1,4 +1,5 @@
-"""Multi-head self-attention with a fused qkv projection."""
+"""Multi-head attention: self-attention with a fused qkv projection, and attention of
+queries over separate keys and values (DETR's encoder and decoder)."""
 
 import keras
 from keras import ops
@@ -156,6 +157,86 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "projection_dropout_rate": self.projection_dropout_rate,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "fused": self.fused,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention of queries over separate keys and values (Vaswani et al., 2017).
+
+    Four `(channels, channels)` projections (`query`, `key`, `value`, `output`),
+    one per input, as torch's `nn.MultiheadAttention` and DETR: the caller adds
+    position embeddings to queries and keys only, and the same layer serves as
+    self-attention (`query is key is value` up to those embeddings) and as
+    cross-attention. The softmax runs in float32.
+
+    Args:
+        num_heads: attention heads; must divide the channels.
+        attention_dropout_rate: dropout on the attention weights (training).
+        kernel_initializer: initializer of the projections' kernels.
+
+    Call arguments:
+        query: `(batch, queries, channels)`.
+        key: `(batch, keys, channels)`.
+        value: `(batch, keys, channels)`.
+        key_mask: optional `(batch, keys)`, 1 (or True) for keys that may be
+            attended, 0 for padding.
+        return_attention_scores: also return the weights `(batch, heads, queries, keys)`.
+
+    Returns `(batch, queries, channels)`, plus the weights when asked.
+    """
+
+    def __init__(self, num_heads, attention_dropout_rate=0.0, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.attention_dropout_rate = attention_dropout_rate
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.attention_dropout = keras.layers.Dropout(attention_dropout_rate, dtype=self.dtype_policy, name="attention_dropout")
+
+    def build(self, query_shape, key_shape=None, value_shape=None):
+        channels = query_shape[-1]
+        if channels % self.num_heads:
+            raise ValueError(
+                f"MultiHeadAttention: the width {channels} is not divisible by num_heads={self.num_heads}. "
+                "Choose a width that is a multiple of the heads."
+            )
+        self.head_dim = channels // self.num_heads
+        for name in ("query", "key", "value", "output"):
+            dense = keras.layers.Dense(
+                channels, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name=name
+            )
+            dense.build((None, channels))
+            setattr(self, f"{name}_dense", dense)
+        self.built = True
+
+    def call(self, query, key, value, key_mask=None, return_attention_scores=False, training=False):
+        batch, queries = ops.shape(query)[0], ops.shape(query)[1]
+        heads = lambda x: ops.transpose(
+            ops.reshape(x, (batch, -1, self.num_heads, self.head_dim)), (0, 2, 1, 3)
+        )  # (batch, heads, tokens, head_dim)
+        query = heads(self.query_dense(query)) * ops.cast(self.head_dim**-0.5, query.dtype)
+        key, value = heads(self.key_dense(key)), heads(self.value_dense(value))
+        logits = ops.cast(ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))), "float32")
+        if key_mask is not None:
+            logits = logits + ops.where(ops.cast(key_mask, "bool"), 0.0, _MASK_VALUE)[:, None, None, :]
+        scores = ops.softmax(logits, axis=-1)
+        weights = self.attention_dropout(ops.cast(scores, value.dtype), training=training)
+        outputs = ops.reshape(ops.transpose(ops.matmul(weights, value), (0, 2, 1, 3)), (batch, queries, -1))
+        outputs = self.output_dense(outputs)
+        return (outputs, scores) if return_attention_scores else outputs
+
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "attention_dropout_rate": self.attention_dropout_rate,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )
         return config

@@ -117,6 +117,53 @@ class AddRelativeBias(keras.layers.Layer):
         return cls(**config)
 
 
+class _CallAdapter(keras.layers.Layer):
+    """Base of the adapters that call a multi-input layer on one tensor."""
+
+    def __init__(self, inner, **kwargs):
+        kwargs.setdefault("dtype", inner.dtype_policy)
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["inner"] = keras.saving.serialize_keras_object(self.inner)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["inner"] = keras.saving.deserialize_keras_object(config["inner"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class AttendToItself(_CallAdapter):
+    """`inner(x, x, x)`: an attention layer as self-attention, or `inner(x, x)`: a decoder layer
+    whose memory is its own input."""
+
+    def __init__(self, inner, arguments=3, **kwargs):
+        super().__init__(inner, **kwargs)
+        self.arguments = arguments
+
+    def call(self, x):
+        return self.inner(*([x] * self.arguments))
+
+    def get_config(self):
+        return {**super().get_config(), "arguments": self.arguments}
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class AddPositionEmbedding(_CallAdapter):
+    """`x + inner(mask)` for a position embedding of an all-ones mask `(batch, h, w)`."""
+
+    def call(self, x):
+        return x + self.inner(keras.ops.ones_like(x[..., 0]))
+
+
 class TrainableInputScale(keras.layers.Layer):
     """`x * scale`, one learned factor per channel starting at 1: a weight in front of a weightless layer."""
 

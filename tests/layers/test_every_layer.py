@@ -9,7 +9,7 @@ import pytest
 
 import keras_vit  # noqa: F401  (registers every layer)
 from tests.layers import layer_test_case as lt
-from tests.layers.layer_test_case import AddRelativeBias, LayerCase
+from tests.layers.layer_test_case import AddPositionEmbedding, AddRelativeBias, AttendToItself, LayerCase
 
 CASES = [
     LayerCase("Bottleneck", dict(filters=8, width=4, strides=2), (2, 8, 8, 4), (2, 4, 4, 8)),
@@ -21,6 +21,14 @@ CASES = [
         adapter=AddRelativeBias,
     ),
     LayerCase("CosineAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8)),
+    LayerCase(
+        "DetrDecoderLayer",
+        dict(num_heads=2, ffn_dim=16, dropout_rate=0.0),
+        (2, 5, 8),
+        (2, 5, 8),
+        adapter=lambda layer: AttendToItself(layer, arguments=2),  # the queries decode themselves
+    ),
+    LayerCase("DetrEncoderLayer", dict(num_heads=2, ffn_dim=16, dropout_rate=0.0), (2, 5, 8), (2, 5, 8)),
     LayerCase(
         "ImageNormalization",
         dict(mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]),
@@ -35,6 +43,7 @@ CASES = [
         (2, 4, 4, 6),
     ),
     LayerCase("Mlp", dict(hidden_dim=16, output_dim=6), (2, 5, 8), (2, 5, 6)),
+    LayerCase("MultiHeadAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8), adapter=AttendToItself),
     LayerCase("MultiHeadSelfAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8)),
     LayerCase(
         "NonLocalBlock",
@@ -63,6 +72,14 @@ CASES = [
         (2, 4, 4, 8),
         # gamma starts at 0 (the block starts as the identity): the four convs get no gradient at init
         frozen_at_init=("query/kernel", "key/kernel", "value/kernel", "output_conv/kernel"),
+    ),
+    LayerCase(
+        "SinePositionEmbedding2D",
+        dict(num_features=4),
+        (2, 4, 5, 8),
+        (2, 4, 5, 8),
+        adapter=AddPositionEmbedding,
+        weightless=True,
     ),
     LayerCase("SpectralConv2D", dict(filters=4, kernel_size=3, padding="same"), (2, 8, 8, 3), (2, 8, 8, 4)),
     LayerCase("StandardizedConv2D", dict(filters=4, kernel_size=3, padding="same"), (2, 8, 8, 3), (2, 8, 8, 4)),

@@ -12,6 +12,7 @@ from keras_vit.applications.resnet.model import (
     NonLocalResNet101,
     ResNet,
     ResNet50,
+    ResNetPico,
     ResNet101,
     SelfAttentionResNet50,
 )

@@ -21,6 +21,8 @@ NL_5_BLOCKS = {1: (1, 3), 2: (1, 3, 5)}  # every second block: 2 + 3
 NL_10_BLOCKS = {1: (0, 1, 2, 3), 2: (0, 1, 2, 3, 4, 5)}  # every block: 4 + 6
 
 RESNET_VARIANTS = {
+    # Three stages (stride 16) for the offline 64-128 px shapes datasets and DETR's tests.
+    "resnet_pico": dict(depths=(1, 1, 1), widths=(16, 32, 64), filters=(64, 128, 256)),
     "resnet50": dict(depths=(3, 4, 6, 3)),
     "resnet101": dict(depths=(3, 4, 23, 3)),
     "nl_resnet50": dict(depths=(3, 4, 6, 3), attention="non_local", attention_blocks=NL_5_BLOCKS),
@@ -115,7 +117,7 @@ def ResNet(
     if len(groups) != len(depths):
         raise ValueError(f"channels_per_group {channels_per_group} needs one entry per stage ({len(depths)}).")
     options = {**_ATTENTION_DEFAULTS.get(attention, {}), **(attention_options or {})}
-    input_shape = common.image_input_shape(name, input_shape, default_size)
+    input_shape = common.image_input_shape(name, input_shape, default_size, any_size=True)
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = common.preprocess(inputs, include_preprocessing, common.IMAGENET_MEAN, common.IMAGENET_STD)
@@ -171,6 +173,7 @@ def register_resnet(name, constructor_name, description, params, config):
     )
 
 
+ResNetPico = register_resnet("resnet_pico", "ResNetPico", "a 3-stage ResNet (one bottleneck a stage, stride 16) for small images", None, RESNET_VARIANTS["resnet_pico"])
 ResNet50 = register_resnet("resnet50", "ResNet50", "ResNet-50 (v1.5)", 25_557_032, RESNET_VARIANTS["resnet50"])
 ResNet101 = register_resnet("resnet101", "ResNet101", "ResNet-101 (v1.5)", 44_549_160, RESNET_VARIANTS["resnet101"])
 NonLocalResNet50 = register_resnet("nl_resnet50", "NonLocalResNet50", "ResNet-50 with 5 non-local blocks (res3: 2, res4: 3)", 32_915_496, RESNET_VARIANTS["nl_resnet50"])
