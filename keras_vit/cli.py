@@ -7,39 +7,36 @@ import sys
 from keras_vit.applications.registry import TASKS
 
 
+# `keras-vit train` options and the trainer argument each sets (when given).
+_TRAIN_OPTIONS = {
+    "data_dir": "data_dir", "image_size": "image_size", "batch_size": "batch_size", "epochs": "epochs",
+    "weights": "weights", "keep_head": "keep_head", "freeze_backbone": "freeze_backbone", "recipe": "recipe",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
+    "label_smoothing": "label_smoothing", "ema": "ema_momentum", "overwrite": "overwrite", "seed": "seed",
+    "steps_per_epoch": "steps_per_epoch", "checkpoint_every": "checkpoint_every", "strategy": "strategy",
+    "tpu_address": "tpu_address", "precision": "precision", "min_crop_scale": "min_crop_scale",
+    "max_objects": "max_objects", "validation_steps": "validation_steps", "backbone_learning_rate": "backbone_learning_rate",
+}
+
+
 def _train(args):
+    from keras_vit.applications.registry import model_info
     from keras_vit.training import train
 
-    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(str(args.dataset).rstrip('/'))}")
-    result = train(
-        args.model,
-        args.dataset,
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        weights=args.weights,
-        keep_head=args.keep_head,
-        freeze_backbone=args.freeze_backbone,
-        recipe=args.recipe,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing,
-        ema_momentum=args.ema,
-        output_dir=output_dir,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        steps_per_epoch=args.steps_per_epoch,
-        checkpoint_every=args.checkpoint_every,
-        strategy=args.strategy,
-        tpu_address=args.tpu_address,
-        precision=args.precision,
-        min_crop_scale=args.min_crop_scale,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    detection = model_info(args.model).task == "detection"
+    dataset = args.dataset or ("shapes_detection" if detection else "shapes")
+    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(str(dataset).rstrip('/'))}")
+    options = {name: getattr(args, flag) for flag, name in _TRAIN_OPTIONS.items() if getattr(args, flag) not in (None, False)}
+    result = train(args.model, dataset, output_dir=output_dir, verbose=1 if sys.stdout.isatty() else 2, **options)
+    epochs = len(result.history["loss"])
+    if detection:
+        print(
+            f"\nvalidation AP {result.val_accuracy:.4f} (AP50 {result.history['val_AP50'][-1]:.4f}) after {epochs} epochs "
+            f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png, predictions.png"
+        )
+        return
     print(
-        f"\nvalidation accuracy {result.val_accuracy:.4f} after {len(result.history['loss'])} epochs "
+        f"\nvalidation accuracy {result.val_accuracy:.4f} after {epochs} epochs "
         f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png"
     )
 
@@ -49,6 +46,8 @@ def _load_classifier(args):
     from keras_vit.applications.saving import ClassifierMetadata, load_classifier
 
     model, metadata = load_classifier(args.model, metadata_required=not args.class_names)
+    if metadata is not None and metadata.task == "detection":
+        return model, metadata, metadata.image_size
     if args.class_names:
         names = [name.strip() for name in args.class_names.split(",")]
         metadata = ClassifierMetadata(class_names=names, image_size=metadata and metadata.image_size)
@@ -65,6 +64,8 @@ def _evaluate(args):
     from keras_vit.training.run_folder import write_json_atomically
 
     model, metadata, image_size = _load_classifier(args)
+    if metadata.task == "detection":
+        return _evaluate_detector(args, model, metadata)
     dataset, info = load_dataset(args.dataset, args.split, data_dir=args.data_dir, image_size=image_size,
                                  batch_size=args.batch_size, eval_crop_fraction=metadata.eval_crop_fraction)
     if info.class_names != list(metadata.class_names):
@@ -86,6 +87,60 @@ def _evaluate(args):
     for name, accuracy in report.per_class_accuracy.items():
         print(f"  {name:20} {'-' if accuracy is None else f'{accuracy:.4f}'}")
     print(f"Wrote {os.path.join(output_dir, stem)}.json and .png (confusion matrix)")
+
+
+def _evaluate_detector(args, model, metadata):
+    from keras_vit.applications.saving import resolve_model_path
+    from keras_vit.data.detection import load_detection_dataset
+    from keras_vit.evaluation import evaluate_detector
+    from keras_vit.training.run_folder import write_json_atomically
+
+    dataset, info = load_detection_dataset(
+        args.dataset, args.split, data_dir=args.data_dir, image_size=metadata.image_size, max_size=metadata.max_size,
+        batch_size=args.batch_size, num_classes=len(metadata.class_names),
+    )
+    if info.class_names != list(metadata.class_names)[: len(info.class_names)]:
+        raise ValueError(
+            f"The model was trained on the classes {list(metadata.class_names)}, {args.dataset!r} has "
+            f"{info.class_names}: evaluate on a dataset with the model's classes, in the same order."
+        )
+    metrics = evaluate_detector(model, dataset, num_classes=len(metadata.class_names), progress=sys.stdout.isatty())
+    output_dir = args.output_dir or os.path.dirname(os.path.abspath(resolve_model_path(args.model)))
+    os.makedirs(output_dir, exist_ok=True)
+    stem = f"evaluation_{os.path.basename(str(args.dataset).rstrip('/')).replace('/', '_')}_{args.split}"
+    write_json_atomically(os.path.join(output_dir, stem + ".json"), {
+        "model": os.path.abspath(args.model), "dataset": args.dataset, "split": args.split, **metrics})
+    print(f"{info.num_examples} images of {args.dataset!r} ({args.split}), COCO mAP:")
+    for name, value in metrics.items():
+        print(f"  {name:6} {value:.4f}")
+    print(f"Wrote {os.path.join(output_dir, stem)}.json")
+
+
+def _detect(args):
+    import numpy as np
+
+    from keras_vit.applications.saving import load_classifier
+    from keras_vit.evaluation import detect_images, detection_records, draw_detections, list_image_files
+    from keras_vit.evaluation import write_detections_json
+    from keras_vit.evaluation.detect import read_image
+
+    model, metadata = load_classifier(args.model)
+    if metadata.task != "detection":
+        raise ValueError(f"{args.model!r} is a {metadata.task} model; keras-vit detect needs a detector (keras-vit predict classifies).")
+    paths = list_image_files(args.images)
+    detections = detect_images(model, paths, metadata.image_size, metadata.max_size, args.threshold, args.batch_size)
+    os.makedirs(args.output_dir, exist_ok=True)
+    for index, (path, found) in enumerate(zip(paths, detections)):
+        original = read_image(path)
+        name = f"{index:05d}_{os.path.splitext(os.path.basename(path))[0]}.png"
+        draw_detections(np.asarray(original), found, metadata.class_names, os.path.join(args.output_dir, name),
+                        title=f"{len(found['scores'])} objects (score > {args.threshold:g})")
+    records = detection_records(detections, metadata.class_names, [os.fspath(path) for path in paths])
+    write_detections_json(records, os.path.join(args.output_dir, "detections.json"))
+    for record in records:
+        found = ", ".join(f"{item['class']} {item['score']:.2f}" for item in record["detections"]) or "nothing"
+        print(f"{record['image']}: {found}")
+    print(f"Wrote {len(paths)} images with boxes and detections.json to {args.output_dir}")
 
 
 def _predict(args):
@@ -235,10 +290,12 @@ def build_parser():
 
     train = commands.add_parser("train", help="train a model (default: a small ViT on the offline shapes dataset)")
     train.add_argument("--model", default="vit_pico8", help="registry name (keras-vit info --list)")
-    train.add_argument("--dataset", default="shapes", help="'shapes', a TFDS name, or a folder of class sub-folders")
+    train.add_argument("--dataset", default=None,
+                       help="'shapes', a TFDS name, or a folder of class sub-folders; detection: 'shapes_detection' "
+                            "(default), a TFDS detection dataset (coco/2017) or a COCO-format folder / instances JSON")
     train.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
     train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=None, help="global batch (default: 64; detection: 8)")
     train.add_argument("--epochs", type=int, default=None,
                        help="default: the recipe's, or more on a small dataset (baseline: at least 1,800 steps)")
     train.add_argument("--weights", default=None, metavar="PATH",
@@ -247,7 +304,7 @@ def build_parser():
     train.add_argument("--keep-head", action="store_true", help="with --weights: keep its head too (same classes)")
     train.add_argument("--freeze-backbone", action="store_true",
                        help="with --weights: train the head alone (a linear probe)")
-    train.add_argument("--recipe", default="baseline",
+    train.add_argument("--recipe", default=None,
                        help="training recipe: augreg-<none|light1|...|strong2>[-reg][-wd0.1|-wd0.03], swin, baseline, "
                             "augreg-finetune, finetune-small (keras-vit recipes lists them)")
     train.add_argument("--learning-rate", type=float, default=None,
@@ -274,13 +331,21 @@ def build_parser():
     train.add_argument("--overwrite", action="store_true",
                        help="replace a finished run in --output-dir, or discard an interrupted run's checkpoint "
                             "of other settings there (without it, both are refused)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None, help="default 0")
+    train.add_argument("--max-objects", type=int, default=None,
+                       help="detection: boxes per image in the targets (default: the model's queries, at most 100)")
+    train.add_argument("--backbone-learning-rate", type=float, default=None,
+                       help="detection: the backbone's learning rate (default 1e-5, DETR's; --learning-rate 1e-4)")
+    train.add_argument("--validation-steps", type=int, default=None,
+                       help="detection: cap on the validation batches of each epoch's COCO evaluation")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
-        "evaluate", help="accuracy, top-5, per-class accuracy and a confusion matrix of a trained classifier")
+        "evaluate", help="a trained classifier's accuracy, top-5, per-class accuracy and confusion matrix, or a "
+                         "detector's COCO mAP")
     evaluate.add_argument("--model", required=True, help="a run folder of keras-vit train, or its model.keras")
-    evaluate.add_argument("--dataset", required=True, help="'shapes', a TFDS name, or a folder of class sub-folders")
+    evaluate.add_argument("--dataset", required=True,
+                          help="'shapes', a TFDS name, or a folder of class sub-folders (detectors: a detection dataset)")
     evaluate.add_argument("--split", default="validation", help="default: validation (a folder's held-out part)")
     evaluate.add_argument("--data-dir", default=None, help="TFDS data_dir")
     _add_model_file_arguments(evaluate, batch_size=64)
@@ -298,6 +363,15 @@ def build_parser():
                               "stage's attention)")
     _add_model_file_arguments(predict, batch_size=32)
     predict.set_defaults(handler=_predict)
+
+    detect = commands.add_parser("detect", help="boxes, labels and scores of objects in images with a trained detector")
+    detect.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders (recursive)")
+    detect.add_argument("--model", required=True, help="a run folder of keras-vit train (a detector), or its model.keras")
+    detect.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring above this (default 0.5)")
+    detect.add_argument("--batch-size", type=int, default=8)
+    detect.add_argument("--output-dir", default="detections",
+                        help="where one PNG per image with its boxes drawn and detections.json go (default: detections)")
+    detect.set_defaults(handler=_detect)
 
     _add_tune_parser(commands)
 

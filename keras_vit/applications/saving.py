@@ -1,4 +1,4 @@
-"""A trained classifier's `.keras` file with what later commands need inside it.
+"""A trained classifier's or detector's `.keras` file with what later commands need inside it.
 
 `save_classifier` writes `model.save(path)` plus a `keras_vit.json` member in the
 same zip: the class names, the registry name, the input size and the evaluation
@@ -28,17 +28,22 @@ class ClassifierMetadata:
         image_size: the square input side it expects, in pixels.
         eval_crop_fraction: side of the evaluation center crop, as a fraction of
             the shorter image side (images are then resized to `image_size`).
+        task: the model's task ("classification", "detection": then `image_size`
+            is the shorter side images are resized to, and `max_size` caps the longer).
+        max_size: detection: the longer side's cap.
     """
 
     class_names: list
     model: str = None
     image_size: int = None
     eval_crop_fraction: float = 0.875
+    task: str = "classification"
+    max_size: int = None
 
 
 def save_classifier(model, path, metadata):
     """`model.save(path)` (a `.keras` file) with `metadata` (a `ClassifierMetadata`) inside it."""
-    classes = model.output_shape[-1]
+    classes = _output_classes(model)
     if len(metadata.class_names) != classes:
         raise ValueError(
             f"The model has {classes} outputs but {len(metadata.class_names)} class names were given: "
@@ -47,6 +52,12 @@ def save_classifier(model, path, metadata):
     model.save(path)
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(METADATA_MEMBER, json.dumps(dataclasses.asdict(metadata), indent=1))
+
+
+def _output_classes(model):
+    """The classes a detector scores (its `classes`), or a classifier's outputs."""
+    classes = getattr(model, "classes", None)
+    return classes if isinstance(classes, int) else model.output_shape[-1]
 
 
 def resolve_model_path(path):
@@ -99,5 +110,7 @@ def load_classifier(path, metadata_required=True):
     import keras_vit.layers  # noqa: F401  (registers the serializable layers)
     import keras_vit.applications  # noqa: F401
 
-    model = keras.saving.load_model(path)
+    # A detector is returned uncompiled: its training optimizer lives in keras_vit.training.
+    detector = metadata is not None and metadata.task == "detection"
+    model = keras.saving.load_model(path, compile=not detector)
     return model, metadata

@@ -1,4 +1,4 @@
-"""Training: recipes (AugReg, Swin), the optimizer and schedule, distribution and precision,
+"""Training: recipes (AugReg, Swin), the detection trainer (DETR), the optimizer and schedule, distribution and precision,
 resumable checkpoints, and `train`."""
 
 from keras_vit.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss, TrainingCheckpoint, restore_checkpoint
@@ -16,6 +16,7 @@ from keras_vit.training.distribute import (
     set_precision,
     vit_layout_map,
 )
+from keras_vit.training.detection import AdamWWithMultipliers, train_detector
 from keras_vit.training.recipes import RECIPES, Recipe, get_recipe, list_recipes
 from keras_vit.training.train import (
     TrainResult,
@@ -28,6 +29,8 @@ from keras_vit.training.train import (
 )
 
 __all__ = [
+    "AdamWWithMultipliers",
+    "train_detector",
     "NonFiniteLossError",
     "check_global_batch",
     "compile_options",

@@ -349,12 +349,12 @@ _RUN_KEYS = ("model", "dataset", "recipe", "image_size", "epochs", "steps_per_ep
              "min_crop_scale", "augmentation", "seed", "params")
 
 
-def _resume(network, checkpoint_dir, summary, overwrite=False):
+def _resume(network, checkpoint_dir, summary, overwrite=False, run_keys=None):
     """Loads the checkpoint of an interrupted run of the same settings, if any; records the settings.
 
     A checkpoint of other settings, or one whose run record is missing or damaged, is refused
     (or, with `overwrite`, deleted): a run never silently starts over beside a valid checkpoint."""
-    run = {key: summary[key] for key in _RUN_KEYS}
+    run = {key: summary[key] for key in (run_keys or _RUN_KEYS)}
     run_path = os.path.join(checkpoint_dir, "run.json")
     has_checkpoint = os.path.exists(os.path.join(checkpoint_dir, STATE_FILE))
     if overwrite and os.path.isdir(checkpoint_dir):
@@ -405,16 +405,17 @@ def _keep_training_weights(optimizer):
         del optimizer.finalize_variable_values
 
 
-def _fit(network, data, epochs, state, checkpoint_dir, checkpoint_every, verbose):
+def _fit(network, data, epochs, state, checkpoint_dir, checkpoint_every, verbose, metric_callbacks=()):
     """Fits from the checkpoint `state` (or the start) to `epochs`, one `fit` per epoch on
     `data["epoch_data"](epoch)`; returns the whole history.
 
     Epoch `e`'s batches depend only on `(seed, e)`, so a resumed run trains on exactly the
-    batches the interrupted one had left."""
+    batches the interrupted one had left. `metric_callbacks` add entries to the epoch logs
+    (e.g. COCO mAP) before the checkpoint records them."""
     epoch, step, past = (0, 0, []) if state is None else (state["epoch"], state["step"], state["history"])
     steps = data["steps"]
     checkpoint = TrainingCheckpoint(checkpoint_dir, checkpoint_every, past, steps_per_epoch=steps, initial_step=step)
-    callbacks = [StopOnNonFiniteLoss(checkpoint_dir), checkpoint, _StopAfterOneEpoch()]
+    callbacks = [StopOnNonFiniteLoss(checkpoint_dir), *metric_callbacks, checkpoint, _StopAfterOneEpoch()]
     for current in range(epoch, epochs):
         batches = data["epoch_data"](current).take(steps)
         if current == epoch and step:  # the interrupted epoch: the batches it had left
@@ -425,7 +426,8 @@ def _fit(network, data, epochs, state, checkpoint_dir, checkpoint_every, verbose
                         callbacks=callbacks, verbose=verbose, shuffle=False)
     if epoch >= epochs:  # resumed after the last epoch (the artifacts were not written): no fit applied the average
         network.optimizer.finalize_variable_values(network.trainable_weights)
-    return {key: [logs[key] for logs in checkpoint.history] for key in checkpoint.history[-1]}
+    keys = sorted({key for logs in checkpoint.history for key in logs})
+    return {key: [logs.get(key) for logs in checkpoint.history] for key in keys}
 
 
 def _worker_index(distribution):

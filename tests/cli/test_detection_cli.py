@@ -1,0 +1,80 @@
+"""`keras-vit train | evaluate | detect` for a detector, in-process (the trainer's fit runs on every
+backend in tests/applications/detr; this is the plumbing, so it runs once)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vit import cli
+from keras_vit.data.shapes_detection import render_detection_example
+from keras_vit.training import train, train_detector
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+@pytest.fixture(scope="module")
+def detection_data_dir(shapes_data_dir):
+    import tensorflow_datasets as tfds
+
+    tfds.builder("shapes_detection/small", data_dir=shapes_data_dir).download_and_prepare()
+    return shapes_data_dir
+
+
+@pytest.fixture(scope="module")
+def detector_run(detection_data_dir, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("detect") / "run")
+    code = cli.main([
+        "train", "--model", "detr_pico", "--dataset", "shapes_detection/small", "--data-dir", detection_data_dir,
+        "--epochs", "2", "--steps-per-epoch", "2", "--validation-steps", "1", "--batch-size", "4",
+        "--output-dir", output_dir,
+    ])
+    assert code in (0, None)
+    return output_dir
+
+
+def test_train_writes_the_artifacts_with_map_per_epoch(detector_run):
+    for name in ("model.keras", "history.json", "summary.json", "curves.png", "predictions.png"):
+        assert os.path.getsize(os.path.join(detector_run, name)) > 0, name
+    history = json.loads(open(os.path.join(detector_run, "history.json")).read())
+    assert len(history["loss"]) == len(history["val_AP"]) == 2 and all(0 <= ap <= 1 for ap in history["val_AP50"])
+    summary = json.loads(open(os.path.join(detector_run, "summary.json")).read())
+    assert summary["task"] == "detection" and summary["classes"][:2] == ["circle", "square"]
+    assert not os.path.exists(os.path.join(detector_run, "checkpoint"))
+
+
+def test_evaluate_prints_and_writes_coco_map(detector_run, detection_data_dir, capsys):
+    code = cli.main(["evaluate", "--model", detector_run, "--dataset", "shapes_detection/small",
+                     "--data-dir", detection_data_dir, "--batch-size", "16"])
+    assert code in (0, None)
+    assert "COCO mAP" in capsys.readouterr().out
+    report = json.loads(open(os.path.join(detector_run, "evaluation_small_validation.json")).read())
+    assert set(report) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+
+def test_detect_draws_each_image_and_writes_json(detector_run, tmp_path):
+    paths = []
+    for index in range(2):
+        path = tmp_path / f"scene{index}.png"
+        path.write_bytes(tf.io.encode_png(render_detection_example(index, "test")["image"]).numpy())
+        paths.append(str(path))
+    output = tmp_path / "out"
+    code = cli.main(["detect", *paths, "--model", detector_run, "--threshold", "0", "--output-dir", str(output)])
+    assert code in (0, None)
+    records = json.loads((output / "detections.json").read_text())
+    assert [record["image"] for record in records] == paths
+    assert all(len(record["detections"]) == 20 for record in records)  # threshold 0: every query
+    box = np.array(records[0]["detections"][0]["box"])
+    assert box.shape == (4,) and box[2] >= box[0] and box[3] >= box[1]
+    assert sorted(os.listdir(output)) == ["00000_scene0.png", "00001_scene1.png", "detections.json"]
+
+
+def test_detect_refuses_a_classifier_and_train_refuses_classification_options(detection_data_dir, tmp_path):
+    with pytest.raises(ValueError, match="classification options"):
+        train("detr_pico", "shapes_detection/small", data_dir=detection_data_dir, recipe="baseline")
+    with pytest.raises(ValueError, match="max_objects=30 exceeds the model's 20 queries"):
+        train_detector("detr_pico", "shapes_detection/small", data_dir=detection_data_dir, max_objects=30)
+    with pytest.raises(ValueError, match="is a classification model"):
+        train_detector("vit_pico8", "shapes_detection/small", data_dir=detection_data_dir)
