@@ -26,7 +26,8 @@ def _train(args):
     detection = model_info(args.model).task == "detection"
     dataset = args.dataset or ("shapes_detection" if detection else "shapes")
     output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(str(dataset).rstrip('/'))}")
-    options = {name: getattr(args, flag) for flag, name in _TRAIN_OPTIONS.items() if getattr(args, flag) not in (None, False)}
+    given = lambda value: value is not None and value is not False  # flags left at their default are not passed
+    options = {name: getattr(args, flag) for flag, name in _TRAIN_OPTIONS.items() if given(getattr(args, flag))}
     result = train(args.model, dataset, output_dir=output_dir, verbose=1 if sys.stdout.isatty() else 2, **options)
     epochs = len(result.history["loss"])
     if detection:
