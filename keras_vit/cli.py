@@ -242,7 +242,7 @@ def _set_tuner_role(args):
 
 def _info(args):
     import keras_vit
-    from keras_vit.evaluation.complexity import measure
+    from keras_vit.evaluation.complexity import image_input_shape, measure
 
     kwargs = {}
     if args.image_size is not None:
@@ -250,10 +250,11 @@ def _info(args):
             raise ValueError(f"--image-size must be positive, got {args.image_size}.")
         kwargs["input_shape"] = (args.image_size, args.image_size, 3)
     model = keras_vit.create_model(args.model, **kwargs)
-    cost = measure(model)
-    size = model.input_shape[1]
+    size = args.image_size or keras_vit.model_info(args.model).default_size
+    cost = measure(model, default_size=size)
+    _, height, width, channels = image_input_shape(model, size)
     print(f"model               {args.model} ({model.name})")
-    print(f"input               {size}x{model.input_shape[2]}x{model.input_shape[3]}")
+    print(f"input               {height}x{width}x{channels}")
     print(f"parameters          {cost.params:,}")
     print(f"GMACs               {cost.gmacs:.2f}   (multiply-adds; papers' 'FLOPs')")
     print(f"GFLOPs              {cost.gflops:.2f}")

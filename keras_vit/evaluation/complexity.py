@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_vit.applications.resnet.local_relation import LocalRelation
-from keras_vit.layers import MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
+from keras_vit.layers import MultiHeadAttention, MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
 
 
 @dataclasses.dataclass
@@ -41,8 +41,9 @@ class Complexity:
         return self.attention_elements * bytes_per_element
 
 
-def measure(model):
-    """Counts the cost of `model` on one image by recording one forward pass.
+def measure(model, default_size=224):
+    """Counts the cost of `model` on one image by recording one forward pass (a model that
+    takes any image size, like DETR, is measured at `default_size`).
 
     Every layer call is recorded with its input and output shapes; dense and
     convolution layers contribute `kernel size x output positions`
@@ -52,11 +53,10 @@ def measure(model):
     1x1 convolutions are counted as dense layers).
     """
     records = []
-    images = np.zeros((1,) + tuple(model.input_shape[1:]), dtype="float32")
     with _record_layer_calls(records):
-        model(images, training=False)
+        model(np.zeros(image_input_shape(model, default_size), dtype="float32"), training=False)
     macs, elements, attention_layers = 0, 0, []
-    for layer, inputs, outputs in records:
+    for layer, inputs, outputs, args in records:
         if isinstance(layer, keras.layers.Dense):
             macs += int(np.prod(layer.kernel.shape)) * _positions(outputs)
         elif isinstance(layer, keras.layers.Conv2D):
@@ -68,6 +68,12 @@ def measure(model):
             elements += count
             macs += 2 * count * layer.head_dim
             attention_layers.append((layer.name, layer.num_heads, tokens, tokens))
+        elif isinstance(layer, MultiHeadAttention):  # queries over keys: the keys are the call's second input
+            heads, queries, keys = layer.num_heads, inputs.shape[1], args[1].shape[1]
+            count = inputs.shape[0] * heads * queries * keys
+            elements += count
+            macs += 2 * count * layer.head_dim
+            attention_layers.append((layer.name, heads, queries, keys))
         elif isinstance(layer, (NonLocalBlock, SelfAttention2D)):
             queries, keys, query_width, value_width = _global_attention_shape(layer, inputs)
             count = inputs.shape[0] * queries * keys
@@ -82,6 +88,15 @@ def measure(model):
             macs += pixels * area * (layer.channels + layer.groups * layer.key_channels_per_group)
             attention_layers.append((layer.name, layer.groups, pixels // outputs.shape[0], area))
     return Complexity(model.count_params(), macs, elements, attention_layers)
+
+
+def image_input_shape(model, default_size=224):
+    """`(1, height, width, channels)` of one image for `model` (its images input when it takes a
+    dict; `default_size` for sides it leaves open)."""
+    shapes = model.input_shape
+    shapes = list(shapes.values()) if isinstance(shapes, dict) else shapes if isinstance(shapes, list) else [shapes]
+    shape = next(shape for shape in shapes if len(shape) == 4)
+    return (1, *(default_size if side is None else side for side in shape[1:3]), shape[3])
 
 
 def _global_attention_shape(layer, inputs):
@@ -110,7 +125,7 @@ def _record_layer_calls(records):
         inputs = args[0] if args else next(iter(kwargs.values()), None)
         first_output = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
         if hasattr(inputs, "shape") and hasattr(first_output, "shape"):
-            records.append((self, inputs, first_output))
+            records.append((self, inputs, first_output, args))
         return outputs
 
     keras.layers.Layer.__call__ = recording_call

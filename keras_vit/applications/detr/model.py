@@ -10,6 +10,7 @@ import keras
 
 from keras_vit.applications import common
 from keras_vit.applications.detr.layers import DetrDecoderLayer, DetrEncoderLayer, ObjectQueries, ResizeMask
+from keras_vit.applications.detr.loss import DETRLoss
 from keras_vit.applications.registry import ModelSpec, create_model, model_info, register_model
 from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.sine_position_embedding import SinePositionEmbedding2D
@@ -133,8 +134,7 @@ class DetrDetector(keras.Model):
         return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        from keras_vit.applications.detr.loss import DETRLoss
-
+        """`DETRLoss` reads the whole output dict; any other compiled loss goes through Keras."""
         if isinstance(self.loss, DETRLoss):
             loss = self.loss(y, y_pred)
             return loss + keras.ops.sum(self.losses) if self.losses else loss
