@@ -78,3 +78,9 @@ def test_detect_refuses_a_classifier_and_train_refuses_classification_options(de
         train_detector("detr_pico", "shapes_detection/small", data_dir=detection_data_dir, max_objects=30)
     with pytest.raises(ValueError, match="is a classification model"):
         train_detector("vit_pico8", "shapes_detection/small", data_dir=detection_data_dir)
+
+
+def test_info_measures_a_detector(capsys):
+    assert cli.main(["info", "detr_pico"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "input               128x128x3" in out and "attention layers    6" in out
