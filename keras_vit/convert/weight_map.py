@@ -125,3 +125,15 @@ def dense_kernel(weight):
 def conv_kernel(weight):
     """PyTorch Conv2d weight `(out, in, kh, kw)` -> Keras kernel `(kh, kw, in, out)`."""
     return np.transpose(weight, (2, 3, 1, 0))
+
+
+def map_dense(weight_map, path, source):
+    """Plans a torch `nn.Linear` named `source` onto the Keras Dense layer at `path`."""
+    weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", dense_kernel))
+    weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
+
+
+def map_norm(weight_map, path, source):
+    """Plans a torch LayerNorm / GroupNorm / BatchNorm affine pair onto `path`'s gamma and beta."""
+    weight_map.set(f"{path}/gamma", weight_map.take(source + ".weight"))
+    weight_map.set(f"{path}/beta", weight_map.take(source + ".bias"))

@@ -10,12 +10,12 @@ original checkpoints and transformers' timm-backbone ones). Importing this modul
 import dataclasses
 import re
 
-import numpy as np
-
 from keras_vit.applications.detr.model import DETR, DETR_VARIANTS, RESNET_FROZEN_LAYERS
 from keras_vit.applications.registry import create_model, model_info
 from keras_vit.convert import TimmConverter, TransformersConverter, register_converter
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
+from keras_vit.convert.weight_map import map_dense as _dense
+from keras_vit.convert.weight_map import map_norm as _norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,20 +174,12 @@ def _map_resnet(weight_map, prefix, backbone, torchvision_layout):
                 _batch_norm(weight_map, f"{layer.name}/{ours}", source + theirs)
 
 
-def _dense(weight_map, path, source):
-    weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", dense_kernel))
-    weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
-
 
 def _conv(weight_map, path, source, bias=False):
     weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", conv_kernel))
     if bias:
         weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
 
-
-def _norm(weight_map, path, source):
-    weight_map.set(f"{path}/gamma", weight_map.take(source + ".weight"))
-    weight_map.set(f"{path}/beta", weight_map.take(source + ".bias"))
 
 
 def _batch_norm(weight_map, path, source):

@@ -13,6 +13,8 @@ from keras_vit.applications.registry import create_model
 from keras_vit.applications.swin.model import SWIN_V2_VARIANTS, SWIN_VARIANTS, SwinTransformer
 from keras_vit.convert import TimmConverter, TransformersConverter, register_converter
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
+from keras_vit.convert.weight_map import map_dense as _dense
+from keras_vit.convert.weight_map import map_norm as _norm
 from keras_vit.layers.position_bias import resize_bias_table
 
 
@@ -200,14 +202,6 @@ def _fit_bias_table(table, block, allow_resize, weight_map):
     return grid.reshape(-1, table.shape[-1])
 
 
-def _dense(weight_map, path, source):
-    weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", dense_kernel))
-    weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
-
-
-def _norm(weight_map, path, source):
-    weight_map.set(f"{path}/gamma", weight_map.take(source + ".weight"))
-    weight_map.set(f"{path}/beta", weight_map.take(source + ".bias"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from keras_vit.applications.vit.model import VisionTransformer, VIT_VARIANTS
 from keras_vit.applications.vit.hybrid import HYBRID_VARIANTS
 from keras_vit.convert import TimmConverter, TransformersConverter, register_converter
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
+from keras_vit.convert.weight_map import map_dense as _dense
+from keras_vit.convert.weight_map import map_norm as _layer_norm
 from keras_vit.layers.patch_embedding import resize_position_embedding
 
 
@@ -108,16 +110,6 @@ def _source_grid(position, patch_embedding):
 
 def _has_layer(model, name):
     return any(layer.name == name for layer in model.layers)
-
-
-def _dense(weight_map, path, source):
-    weight_map.set(f"{path}/kernel", weight_map.take(source + ".weight", dense_kernel))
-    weight_map.set(f"{path}/bias", weight_map.take(source + ".bias"))
-
-
-def _layer_norm(weight_map, path, source):
-    weight_map.set(f"{path}/gamma", weight_map.take(source + ".weight"))
-    weight_map.set(f"{path}/beta", weight_map.take(source + ".bias"))
 
 
 _group_norm = _layer_norm
