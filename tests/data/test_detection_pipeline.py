@@ -314,6 +314,19 @@ class FakeCocoDetection(tfds.core.GeneratorBasedBuilder):
             }
 
 
+def test_an_unchanged_annotation_file_is_read_once(tmp_path):
+    from keras_vit.data import read_coco_annotations
+
+    json_path = _write_coco(tmp_path, "train2017")
+    first = read_coco_annotations(str(json_path), str(tmp_path / "train2017"), 10)
+    assert read_coco_annotations(str(json_path), str(tmp_path / "train2017"), 10) is first
+    data = json.loads(json_path.read_text())
+    data["annotations"] = data["annotations"][:1]
+    json_path.write_text(json.dumps(data))
+    changed = read_coco_annotations(str(json_path), str(tmp_path / "train2017"), 10)
+    assert changed is not first and sum(len(labels) for labels in changed.labels) == 1
+
+
 def test_tfds_coco_features(tmp_path, no_network):
     FakeCocoDetection(data_dir=str(tmp_path)).download_and_prepare()
     dataset, info = load_detection_dataset(
