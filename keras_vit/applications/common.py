@@ -128,3 +128,24 @@ def load_weights(model, weights, family):
     if weights is not None:
         convert.load_weights(model, weights, family=family)
     return model
+
+
+def feature_extractor(model, stage_outputs, out_indices=None):
+    """`model`'s stage outputs as a multi-scale feature extractor (timm's `features_only`).
+
+    `model` is the headless model whose graph holds the `stage_outputs` tensors (weights
+    already loaded); `out_indices` picks stages (default all; negative counts from the end).
+    Returns a `keras.Model` sharing `model`'s layers whose output is a list of
+    `(batch, h_i, w_i, channels_i)` maps, one per chosen stage, strides doubling per stage.
+    """
+    count = len(stage_outputs)
+    indices = tuple(range(count)) if out_indices is None else tuple(as_int(i) for i in out_indices)
+    if not indices or any(not isinstance(i, int) or not -count <= i < count for i in indices):
+        raise ValueError(
+            f"{model.name}: out_indices {out_indices!r} must name stages among 0..{count - 1} (or -{count}..-1); "
+            f"the model has {count} stages."
+        )
+    indices = tuple(i % count for i in indices)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"{model.name}: out_indices {out_indices!r} names a stage twice.")
+    return keras.Model(model.input, [stage_outputs[i] for i in sorted(indices)], name=f"{model.name}_features")

@@ -78,6 +78,8 @@ def ResNet(
     include_preprocessing=True,
     dropout_rate=0.0,
     zero_init_residual=False,
+    features_only=False,
+    out_indices=None,
     default_size=224,
     name="resnet",
 ):
@@ -104,9 +106,14 @@ def ResNet(
         pooling: "avg", "max", or None (with `include_top=False`) for the feature map.
         dropout_rate: dropout before the classifier.
         zero_init_residual: start each block's last BatchNorm gamma at 0.
+        features_only, out_indices: return the stage outputs instead (timm's
+            `features_only`; no head, no pooling): a list of `(batch, h/4, w/4,
+            filters[0])`, ..., one per stage in `out_indices` (default all).
 
     Output: `(batch, classes)`, `(batch, filters[-1])`, or `(batch, h/32, w/32, filters[-1])`.
     """
+    if features_only:
+        include_top, pooling = False, None
     if not len(depths) == len(widths) == len(filters):
         raise ValueError(f"depths {depths}, widths {widths} and filters {filters} need one entry per stage.")
     if stem not in ("conv", "local_relation"):
@@ -122,6 +129,7 @@ def ResNet(
     inputs = keras.Input(shape=input_shape, name="images")
     x = common.preprocess(inputs, include_preprocessing, common.IMAGENET_MEAN, common.IMAGENET_STD)
     x = _stem(x, stem, kernel_size, groups[-1])  # the paper's m (res2's may be smaller to divide its width)
+    stage_outputs = []
     for stage, (depth, width, out, m) in enumerate(zip(depths, widths, filters, groups)):
         for block in range(depth):
             x = Bottleneck(
@@ -136,9 +144,11 @@ def ResNet(
             )(x)
             if block in placements.get(stage, ()):
                 x = _ATTENTION_LAYERS[attention](name=f"stage{stage}_block{block}_{attention}", **options)(x)
+        stage_outputs.append(x)
     x = common.pool(x, pooling)
     x = common.classification_head(x, include_top, classes, classifier_activation, dropout_rate=dropout_rate)
-    return common.load_weights(keras.Model(inputs, x, name=name), weights, family="resnet")
+    model = common.load_weights(keras.Model(inputs, x, name=name), weights, family="resnet")
+    return common.feature_extractor(model, stage_outputs, out_indices) if features_only else model
 
 
 def _stem(x, stem, kernel_size, channels_per_group):

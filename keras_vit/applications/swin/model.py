@@ -70,6 +70,8 @@ def SwinTransformer(
     qkv_bias=True,
     layer_norm_epsilon=1e-5,
     mask_padding=False,
+    features_only=False,
+    out_indices=None,
     default_size=224,
     name="swin_transformer",
 ):
@@ -89,10 +91,16 @@ def SwinTransformer(
             stochastic depth grows linearly over all blocks.
         mask_padding: mask the tokens padded to fill windows at the border
             (the reference implementations attend to them; default False).
+        features_only, out_indices: return the stage outputs before each patch
+            merging instead (timm's `features_only`; no final norm, no head): a
+            list of `(batch, h/4, w/4, embed_dim)`, ..., `(batch, h/32, w/32,
+            8 * embed_dim)`, one per stage in `out_indices` (default all).
 
     Any input size divisible by `patch_size` works: feature maps that are not
     a multiple of the window are padded, and odd maps are padded before merging.
     """
+    if features_only:
+        include_top, pooling = False, None
     pooling = common.check_head_arguments(name, include_top, pooling, classes, supported=("avg", "max"))
     if len(depths) != len(num_heads):
         raise ValueError(f"depths {depths} and num_heads {num_heads} need one entry per stage.")
@@ -112,6 +120,7 @@ def SwinTransformer(
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="patch_norm")(x)
     x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
     rates = iter(np.linspace(0.0, drop_path_rate, sum(depths)))
+    stage_outputs = []
     for stage, (depth, heads) in enumerate(zip(depths, num_heads)):
         for block in range(depth):
             x = SwinTransformerBlock(
@@ -131,12 +140,14 @@ def SwinTransformer(
                 post_norm=v2,
                 name=f"stage{stage}_block{block}",
             )(x)
+        stage_outputs.append(x)
         if stage < len(depths) - 1:
             x = PatchMerging(norm_after=v2, layer_norm_epsilon=layer_norm_epsilon, name=f"stage{stage}_merging")(x)
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
     x = common.pool(x, pooling)
     x = common.classification_head(x, include_top, classes, classifier_activation)
-    return common.load_weights(keras.Model(inputs, x, name=name), weights, family="swin")
+    model = common.load_weights(keras.Model(inputs, x, name=name), weights, family="swin")
+    return common.feature_extractor(model, stage_outputs, out_indices) if features_only else model
 
 
 def _register(name, constructor_name, description, params, default_size=224):
