@@ -337,7 +337,8 @@ def build_parser():
     train.add_argument("--max-objects", type=int, default=None,
                        help="detection: boxes per image in the targets (default: the model's queries, at most 100)")
     train.add_argument("--backbone-learning-rate", type=float, default=None,
-                       help="detection: the backbone's learning rate (default 1e-5, DETR's; --learning-rate 1e-4)")
+                       help="detection: the backbone's learning rate (default: --learning-rate / 10, DETR's, "
+                            "for a frozen-BatchNorm backbone; --learning-rate for one trained from scratch, as detr_pico)")
     train.add_argument("--validation-steps", type=int, default=None,
                        help="detection: cap on the validation batches of each epoch's COCO evaluation")
     train.set_defaults(handler=_train)

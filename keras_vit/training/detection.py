@@ -73,7 +73,7 @@ def train_detector(
     batch_size=8,
     epochs=50,
     learning_rate=1e-4,
-    backbone_learning_rate=1e-5,
+    backbone_learning_rate=None,
     weight_decay=1e-4,
     clip_norm=0.1,
     lr_drop_fraction=0.8,
@@ -105,6 +105,9 @@ def train_detector(
         batch_size, epochs: global batch and epochs (DETR: 64 and 500).
         learning_rate, backbone_learning_rate, weight_decay, clip_norm: DETR's AdamW
             (1e-4, 1e-5, 1e-4, 0.1); the rate drops 10x after `lr_drop_fraction` of the run.
+            The backbone's rate defaults to `learning_rate / 10` for a pretrained-style
+            backbone (frozen BatchNorm) and to `learning_rate` for one trained from
+            scratch (`freeze_batchnorm=False`, as `detr_pico`).
         max_objects: boxes per image in the targets (default: the model's queries, at most 100).
         weights: start from a checkpoint (transformers DETR folder, original DETR
             `.safetensors`, `.weights.h5`) of the same architecture and classes.
@@ -128,8 +131,8 @@ def train_detector(
             "lr_drop_fraction, max_objects, weights, output_dir, overwrite, seed, steps_per_epoch, validation_steps, "
             "checkpoint_every, strategy, precision, model_kwargs."
         )
-    _check_positive(batch_size=batch_size, epochs=epochs, learning_rate=learning_rate, backbone_learning_rate=backbone_learning_rate)
-    _check_positive_or_none(image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every,
+    _check_positive(batch_size=batch_size, epochs=epochs, learning_rate=learning_rate)
+    _check_positive_or_none(backbone_learning_rate=backbone_learning_rate, image_size=image_size, steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every,
                             max_objects=max_objects, validation_steps=validation_steps)
     if not 0 < lr_drop_fraction <= 1:
         raise ValueError(f"lr_drop_fraction must be in (0, 1], got {lr_drop_fraction}.")
@@ -163,6 +166,8 @@ def train_detector(
     try:
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
             network = create_training_model(model, "model_kwargs", classes=info.num_classes, weights=weights, **model_kwargs)
+            if backbone_learning_rate is None:
+                backbone_learning_rate = learning_rate / 10 if getattr(network, "freeze_batchnorm", True) else learning_rate
             network.compile(
                 optimizer=build_detection_optimizer(
                     network, learning_rate, backbone_learning_rate, weight_decay, clip_norm, total_steps,

@@ -42,6 +42,8 @@ def test_train_writes_the_artifacts_with_map_per_epoch(detector_run):
     assert len(history["loss"]) == len(history["val_AP"]) == 2 and all(0 <= ap <= 1 for ap in history["val_AP50"])
     summary = json.loads(open(os.path.join(detector_run, "summary.json")).read())
     assert summary["task"] == "detection" and summary["classes"][:2] == ["circle", "square"]
+    # detr_pico's backbone trains from scratch (BatchNorm learns), so it trains at the transformer's rate.
+    assert summary["backbone_learning_rate"] == summary["learning_rate"] == 1e-4
     assert not os.path.exists(os.path.join(detector_run, "checkpoint"))
 
 

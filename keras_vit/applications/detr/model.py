@@ -21,7 +21,8 @@ RESNET_FROZEN_LAYERS = ("stem_", "stage0_")
 DETR_VARIANTS = {
     # Small enough to learn the offline shapes_detection dataset on a CPU.
     "detr_pico": dict(
-        backbone="resnet_pico", num_queries=20, hidden_dim=128, num_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=512
+        backbone="resnet_pico", num_queries=20, hidden_dim=128, num_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=512,
+        freeze_batchnorm=False,  # its backbone trains from scratch: BatchNorm must learn its statistics
     ),
     "detr_r50": dict(backbone="resnet50", frozen_backbone_layers=RESNET_FROZEN_LAYERS),
     "detr_r101": dict(backbone="resnet101", frozen_backbone_layers=RESNET_FROZEN_LAYERS),
@@ -45,8 +46,10 @@ class DetrDetector(keras.Model):
         num_queries, hidden_dim, num_heads, encoder_layers, decoder_layers,
             ffn_dim, dropout_rate: the transformer (DETR: 100, 256, 8, 6, 6, 2048, 0.1).
         frozen_backbone_layers: name prefixes of backbone layers whose weights
-            are not trained. BatchNorm layers of the backbone are always frozen
-            (they use their stored statistics, as DETR's FrozenBatchNorm2d).
+            are not trained.
+        freeze_batchnorm: the backbone's BatchNorm layers use their stored
+            statistics and are not trained (DETR's FrozenBatchNorm2d, for a
+            pretrained backbone); False for a backbone trained from scratch.
         include_preprocessing: inputs are raw [0, 255] pixels.
 
     Inputs: images `(batch, H, W, 3)`, or `{"images": ..., "pixel_mask": (batch, H, W)}`
@@ -69,10 +72,11 @@ class DetrDetector(keras.Model):
         ffn_dim=2048,
         dropout_rate=0.1,
         frozen_backbone_layers=(),
+        freeze_batchnorm=True,
         include_preprocessing=True,
         **kwargs,
     ):
-        _freeze(backbone, tuple(frozen_backbone_layers))
+        _freeze(backbone, tuple(frozen_backbone_layers), freeze_batchnorm)
         image_shape = tuple(backbone.input_shape[1:])
         images = keras.Input(shape=image_shape, name="images")
         pixel_mask = keras.Input(shape=image_shape[:2], name="pixel_mask")
@@ -122,6 +126,7 @@ class DetrDetector(keras.Model):
         self.ffn_dim = ffn_dim
         self.dropout_rate = dropout_rate
         self.frozen_backbone_layers = tuple(frozen_backbone_layers)
+        self.freeze_batchnorm = freeze_batchnorm
         self.include_preprocessing = include_preprocessing
 
     def __call__(self, inputs, *args, **kwargs):
@@ -154,6 +159,7 @@ class DetrDetector(keras.Model):
             "ffn_dim": self.ffn_dim,
             "dropout_rate": self.dropout_rate,
             "frozen_backbone_layers": list(self.frozen_backbone_layers),
+            "freeze_batchnorm": self.freeze_batchnorm,
             "include_preprocessing": self.include_preprocessing,
         }
 
@@ -186,11 +192,12 @@ def _as_input_dict(inputs):
     return {"images": images, "pixel_mask": pixel_mask}
 
 
-def _freeze(backbone, frozen_prefixes):
-    """Freezes every BatchNorm of `backbone` (stored statistics, fixed scale and shift) and
-    the layers whose names start with one of `frozen_prefixes`."""
+def _freeze(backbone, frozen_prefixes, freeze_batchnorm):
+    """Freezes the layers of `backbone` whose names start with one of `frozen_prefixes`, and
+    with `freeze_batchnorm` every BatchNorm (stored statistics, fixed scale and shift)."""
     for layer in backbone._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization) or layer.name.startswith(frozen_prefixes):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        if (freeze_batchnorm and is_batchnorm) or layer.name.startswith(frozen_prefixes):
             layer.trainable = False
     unmatched = [prefix for prefix in frozen_prefixes if not any(layer.name.startswith(prefix) for layer in backbone.layers)]
     if unmatched:
@@ -202,7 +209,8 @@ def _freeze(backbone, frozen_prefixes):
 
 def feature_backbone(backbone, input_shape):
     """The backbone as a feature-map model: a registry name (built without its head, without
-    preprocessing, for `input_shape`) or a `keras.Model` returning `(batch, h, w, channels)`."""
+    preprocessing, for `input_shape`) or a `keras.Model` returning `(batch, h, w, channels)`
+    or a list of such maps (`features_only=True`; the last is used)."""
     if isinstance(backbone, str):
         spec = model_info(backbone)
         if spec.task != "classification":
@@ -212,6 +220,9 @@ def feature_backbone(backbone, input_shape):
         )
     if not isinstance(backbone, keras.Model):
         raise ValueError(f"backbone must be a registry name such as 'resnet50' or a keras.Model, got {backbone!r}.")
+    outputs = getattr(backbone, "outputs", None) or []
+    if len(outputs) > 1:  # a multi-scale extractor (`features_only=True`): DETR reads the last, coarsest map
+        backbone = keras.Model(backbone.input, outputs[-1], name=backbone.name)
     if len(backbone.output_shape) != 4:
         raise ValueError(
             f"The backbone {backbone.name!r} returns {backbone.output_shape}, not a feature map (batch, h, w, channels). "
@@ -230,6 +241,7 @@ def DETR(
     ffn_dim=2048,
     dropout_rate=0.1,
     frozen_backbone_layers=(),
+    freeze_batchnorm=True,
     *,
     weights=None,
     input_shape=None,
@@ -242,12 +254,16 @@ def DETR(
 
     Args:
         backbone: a registry name ("resnet50", "swin_t", ...) or a feature-map
-            `keras.Model` (`include_top=False, pooling=None`).
+            `keras.Model` (`include_top=False, pooling=None`, or a multi-scale
+            `features_only=True` model, whose last map is used).
         num_queries: object queries: the most objects one image can hold.
         hidden_dim, num_heads, encoder_layers, decoder_layers, ffn_dim,
             dropout_rate: the transformer (DETR: 256, 8, 6, 6, 2048, 0.1).
         frozen_backbone_layers: name prefixes of backbone layers not trained
-            (`detr_r50`: the stem and res2); its BatchNorms are always frozen.
+            (`detr_r50`: the stem and res2).
+        freeze_batchnorm: the backbone's BatchNorms keep their statistics and
+            are not trained (DETR, pretrained backbone); False to train them
+            (a backbone from scratch, as `detr_pico`).
         weights: None, or a local checkpoint: a transformers
             `DetrForObjectDetection` directory or DETR's original state dict.
         input_shape: `(height, width, 3)`; the default `(None, None, 3)` takes
@@ -276,6 +292,7 @@ def DETR(
         ffn_dim=ffn_dim,
         dropout_rate=dropout_rate,
         frozen_backbone_layers=frozen_backbone_layers,
+        freeze_batchnorm=freeze_batchnorm,
         include_preprocessing=include_preprocessing,
         name=name,
     )

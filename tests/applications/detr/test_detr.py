@@ -165,13 +165,14 @@ def test_images_alone_equal_a_full_pixel_mask_and_a_wrong_mask_is_refused():
 
 
 def test_training_outputs_the_auxiliary_decoder_layers_and_saving_round_trips(tmp_path):
-    model = _tiny_detr(decoder_layers=3)
+    model = _tiny_detr(decoder_layers=3, freeze_batchnorm=False)  # a backbone trained from scratch
+    assert any(w.path.endswith("gamma") for w in model.backbone.trainable_weights)
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     training = model(images, training=True)
     assert tuple(training["aux_logits"].shape) == (2, 2, 5, 4) and tuple(training["aux_boxes"].shape) == (2, 2, 5, 4)
     model.save(tmp_path / "detr.keras")
     again = keras.saving.load_model(tmp_path / "detr.keras")
-    assert isinstance(again, DetrDetector) and again.decoder_layers == 3
+    assert isinstance(again, DetrDetector) and again.decoder_layers == 3 and again.freeze_batchnorm is False
     np.testing.assert_allclose(to_numpy(again(images)["pred_boxes"]), to_numpy(model(images)["pred_boxes"]), atol=1e-6)
 
 
