@@ -1,7 +1,6 @@
 """`features_only=True`: ResNets and Swin return their stage outputs (timm's multi-scale feature
 extraction) with the weights of the full model, and DETR takes such an extractor as its backbone."""
 
-import keras
 import numpy as np
 import pytest
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from keras_vit.applications import SwinTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
-from tests.conftest import assert_parity, to_numpy
+from tests.conftest import assert_parity
 from tests.applications.swin.test_convert_transformers import _save_swin
 
 

@@ -5,10 +5,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import BitConfig, BitModel
 
-import keras_vit
 from keras_vit.applications import HybridVisionTransformer, VisionTransformer
 from keras_vit.convert import load_timm_checkpoint, load_weights
-from tests.conftest import assert_parity, to_numpy
+from tests.conftest import assert_parity
 from tests.applications.vit.timm_reference import random_vit_state, vit_forward
 
 
