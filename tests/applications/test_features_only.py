@@ -38,7 +38,7 @@ def test_out_indices_choose_stages_and_bad_ones_are_refused():
             _build("resnet50", features_only=True, out_indices=bad)
 
 
-def test_detr_reads_the_last_map_of_a_multi_scale_backbone():
+def test_detr_reads_the_last_map_of_a_multi_scale_backbone_and_refuses_tokens():
     from keras_vit.applications.detr import DETR
 
     backbone = _build("swin_t", features_only=True)
@@ -46,3 +46,5 @@ def test_detr_reads_the_last_map_of_a_multi_scale_backbone():
     outputs = model(np.zeros((1, 32, 32, 3), "float32"))
     assert tuple(outputs["pred_boxes"].shape) == (1, 3, 4)
     assert model.get_layer("input_projection").kernel.shape[2] == 32  # the last stage's width
+    with pytest.raises(ValueError, match="not a feature map"):
+        DETR(keras_vit.create_model("vit_pico8", include_top=False, pooling=None, input_shape=(16, 16, 3)))

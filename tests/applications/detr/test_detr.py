@@ -176,18 +176,6 @@ def test_training_outputs_the_auxiliary_decoder_layers_and_saving_round_trips(tm
     np.testing.assert_allclose(to_numpy(again(images)["pred_boxes"]), to_numpy(model(images)["pred_boxes"]), atol=1e-6)
 
 
-def test_a_swin_backbone_replaces_the_resnet():
-    swin = keras_vit.model_info("swin_t").builder(
-        embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=2, include_top=False, pooling=None,
-        include_preprocessing=False, input_shape=(32, 32, 3),
-    )
-    model = DETR(swin, **TINY)
-    outputs = model(np.zeros((1, 32, 32, 3), "float32"))
-    assert tuple(outputs["pred_boxes"].shape) == (1, 5, 4)
-    with pytest.raises(ValueError, match="not a feature map"):
-        DETR(keras_vit.create_model("vit_pico8", include_top=False, pooling=None, input_shape=(16, 16, 3)), **TINY)
-
-
 def test_fit_with_detr_loss_trains_all_but_the_frozen_layers():
     model = _tiny_detr(frozen_backbone_layers=("stem_", "stage0_"))
     frozen = {w.path: to_numpy(w) for w in model.weights if w.path.startswith(("stem_", "stage0_"))}
