@@ -132,6 +132,22 @@ RECIPES = {
             augmentation=Augmentation(2, 9, mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25),
             label_smoothing=0.1,
         ),
+        # MViTv2 (Li et al., CVPR 2022), as facebookresearch/mvit's configs/MVITv2_{T,S,B}.yaml and
+        # mvit/config/defaults.py set it: AdamW, BASE_LR 2.5e-4 per 256 images of a shard, scaled by
+        # the shards (BASE_LR_SCALE_NUM_SHARDS; 2e-3 at batch 2048), weight decay 0.05, 70 of 300
+        # epochs warmup, cosine to 1e-6, clip 1.0, RandAugment "rand-m9-n6-mstd0.5-inc1" (6 ops,
+        # magnitude 9), MixUp 0.8 / CutMix 1.0 switched per batch, random erasing 0.25, label
+        # smoothing 0.1. Drop path is the model's own (T 0.1, S 0.1, B 0.3, L 0.5 in the same configs).
+        Recipe(
+            name="mvitv2",
+            learning_rate=2.5e-4,
+            reference_batch_size=256,
+            weight_decay=0.05,
+            warmup_fraction=70 / 300,
+            clip_norm=1.0,
+            augmentation=Augmentation(6, 9, mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25),
+            label_smoothing=0.1,
+        ),
         # keras-vit's default for the small models on `shapes`: no augmentation beyond crop and flip.
         # Tuned for vit_pico8 on shapes (20 epochs, batch 64): a 20% warmup, a higher peak rate,
         # Adam's beta_2 0.99 and label smoothing 0.1 shorten the plateau at chance accuracy of the

@@ -36,6 +36,16 @@ def test_swin_recipe():
     assert recipe.drop_path_rate is None  # the model's own: Swin-T 0.2, S 0.3, B 0.5
 
 
+def test_mvitv2_recipe():
+    recipe = get_recipe("mvitv2")  # facebookresearch/mvit configs/MVITv2_T.yaml + mvit/config/defaults.py
+    assert (recipe.weight_decay, recipe.clip_norm, recipe.label_smoothing, recipe.epochs) == (0.05, 1.0, 0.1, 300)
+    assert recipe.scaled_learning_rate(2048) == pytest.approx(2e-3)  # 2.5e-4 per 256, 8 shards of 256
+    assert recipe.warmup_fraction * 300 == pytest.approx(70)
+    aug = recipe.augmentation
+    assert (aug.randaugment_layers, aug.randaugment_magnitude, aug.mixup_alpha, aug.cutmix_alpha, aug.random_erasing) == (
+        6, 9, 0.8, 1.0, 0.25)
+
+
 def test_learning_rate_scales_linearly_with_the_batch():
     assert get_recipe("swin").scaled_learning_rate(256) == pytest.approx(2.5e-4)
     assert get_recipe("augreg-none-wd0.1").scaled_learning_rate(8192) == pytest.approx(2e-3)
