@@ -23,7 +23,7 @@ def load_timm_checkpoint(model_name, path, allow_resize=False, **kwargs):
     converter, name = timm_converter_for_name(model_name)
     tensors = read_safetensors(path)
     if converter.classifier:
-        head = next((key for key in ("head.weight", "head.fc.weight") if key in tensors), None)
+        head = next((key for key in ("head.weight", "head.fc.weight", "head.projection.weight") if key in tensors), None)
         if head:
             kwargs.setdefault("classes", tensors[head].shape[0])
         else:

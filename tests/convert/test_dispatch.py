@@ -22,7 +22,7 @@ def _transformers_dir(path, model_type):
 
 
 def test_supported_checkpoints_are_registered_by_the_families():
-    assert supported_checkpoints() == {"transformers": ["detr", "swin", "swinv2", "vit"], "timm": ["detr", "swin", "vit"]}
+    assert supported_checkpoints() == {"transformers": ["detr", "swin", "swinv2", "vit"], "timm": ["detr", "mvit", "swin", "vit"]}
 
 
 def test_an_unsupported_model_type_names_itself_and_the_supported_ones(tmp_path):
@@ -43,7 +43,7 @@ def test_a_checkpoint_of_another_family_is_refused_by_name(tmp_path):
 def test_timm_files_dispatch_on_the_family(tmp_path):
     path = str(tmp_path / "resnet.safetensors")
     save_file({"conv1.weight": np.zeros((2, 2), "float32")}, path)
-    with pytest.raises(ValueError, match="no timm converter for the 'resnet' family; timm checkpoints load into the detr, swin, vit families"):
+    with pytest.raises(ValueError, match="no timm converter for the 'resnet' family; timm checkpoints load into the detr, mvit, swin, vit families"):
         _tiny_resnet(weights=path)
     model = _tiny_resnet()
     with pytest.raises(ValueError, match="none recognizes its tensor names"):

@@ -44,6 +44,19 @@ CASES = [
     ),
     LayerCase("Mlp", dict(hidden_dim=16, output_dim=6), (2, 5, 8), (2, 5, 6)),
     LayerCase("MultiHeadAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8), adapter=AttendToItself),
+    LayerCase("MultiScaleAttention", dict(num_heads=2, stride_q=2, stride_kv=2), (2, 4, 4, 8), (2, 2, 2, 8)),
+    LayerCase(
+        "MultiScaleBlock",
+        dict(num_heads=2, dim_out=16, stride_q=2, has_class_token=True, feature_size=(4, 4)),
+        (2, 17, 8),  # a class token and a 4x4 map
+        (2, 5, 16),
+    ),
+    LayerCase(
+        "MViTPatchEmbedding",
+        dict(hidden_dim=8, use_class_token=True, use_position_embedding=True, separate_position_embedding=True),
+        (2, 16, 16, 3),
+        (2, 17, 8),
+    ),
     LayerCase("MultiHeadSelfAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8)),
     LayerCase(
         "NonLocalBlock",
