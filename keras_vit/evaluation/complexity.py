@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 
+from keras_vit.applications.mvit.attention import MultiScaleAttention
 from keras_vit.applications.resnet.local_relation import LocalRelation
 from keras_vit.layers import MultiHeadAttention, MultiHeadSelfAttention, NonLocalBlock, SelfAttention2D
 
@@ -74,6 +75,11 @@ def measure(model, default_size=224):
             elements += count
             macs += 2 * count * layer.head_dim
             attention_layers.append((layer.name, heads, queries, keys))
+        elif isinstance(layer, MultiScaleAttention):
+            count, layer_macs, queries, keys = _pooling_attention_cost(layer, inputs.shape[0])
+            elements += count
+            macs += layer_macs
+            attention_layers.append((layer.name, layer.num_heads, queries, keys))
         elif isinstance(layer, (NonLocalBlock, SelfAttention2D)):
             queries, keys, query_width, value_width = _global_attention_shape(layer, inputs)
             count = inputs.shape[0] * queries * keys
@@ -97,6 +103,25 @@ def image_input_shape(model, default_size=224):
     shapes = list(shapes.values()) if isinstance(shapes, dict) else shapes if isinstance(shapes, list) else [shapes]
     shape = next(shape for shape in shapes if len(shape) == 4)
     return (1, *(default_size if side is None else side for side in shape[1:3]), shape[3])
+
+
+def _pooling_attention_cost(layer, batch):
+    """`(attention elements, multiply-adds, queries, keys)` of MViT's pooling attention beyond its
+    Dense layers: the depthwise pooling convolutions, q @ k, attention @ v and the decomposed
+    relative positions (q against the height and the width tables)."""
+    prefix = int(layer.has_class_token)
+    q_spatial, kv_spatial = math.prod(layer.q_size), math.prod(layer.kv_size)
+    queries, keys = q_spatial + prefix, kv_spatial + prefix
+    count = batch * layer.num_heads * queries * keys
+    macs = 2 * count * layer.head_dim
+    if layer.use_rel_pos:
+        macs += batch * layer.num_heads * q_spatial * sum(layer.kv_size) * layer.head_dim
+    if layer.pool_mode == "conv":
+        if layer.pools_q:
+            macs += batch * layer.dim * math.prod(layer.kernel_q) * q_spatial
+        if layer.pools_kv:
+            macs += 2 * batch * layer.dim * math.prod(layer.kernel_kv) * kv_spatial
+    return count, macs, queries, keys
 
 
 def _global_attention_shape(layer, inputs):

@@ -1,4 +1,4 @@
-"""`features_only=True`: ResNets and Swin return their stage outputs (timm's multi-scale feature
+"""`features_only=True`: ResNets, Swin and MViT return their stage outputs (timm's multi-scale feature
 extraction) with the weights of the full model, and DETR takes such an extractor as its backbone."""
 
 import numpy as np
@@ -27,6 +27,26 @@ def test_stage_outputs_carry_the_weights_of_the_full_model(family, tmp_path):
     assert [tuple(m.shape) for m in maps] == [(2, 8, 8, widths[0]), (2, 4, 4, widths[1]), (2, 2, 2, widths[2])]
     last = maps[-1] if family == "resnet50" else full.get_layer("norm")(maps[-1])  # Swin's headless output adds the final norm
     np.testing.assert_allclose(to_numpy(last), to_numpy(full(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_mvit_stage_maps(class_token, tmp_path):
+    from keras_vit.applications import MViTv2
+
+    config = dict(depths=(1, 1, 1, 1), embed_dim=8, num_heads=1, input_shape=(64, 64, 3), include_preprocessing=False)
+    if class_token:  # MViTv1: tokens inside, maps outside
+        config.update(use_class_token=True, use_abs_pos=True, use_rel_pos=False, residual_pooling=False)
+    full = MViTv2(**config, include_top=False, pooling=None)
+    full.save_weights(tmp_path / "full.weights.h5")
+    features = MViTv2(**config, features_only=True, out_indices=(0, -1), weights=str(tmp_path / "full.weights.h5"))
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype("float32")
+    first, last = features(x)
+    assert tuple(first.shape) == (1, 16, 16, 8) and tuple(last.shape) == (1, 2, 2, 64)
+    normed = full.get_layer("norm")(last)
+    expected = to_numpy(full(x))
+    if class_token:  # the headless model keeps its tokens: the class token first, then the map
+        expected = expected[:, 1:].reshape(1, 2, 2, 64)
+    np.testing.assert_allclose(to_numpy(normed), expected, atol=1e-5)
 
 
 def test_out_indices_choose_stages_and_bad_ones_are_refused():
