@@ -244,6 +244,10 @@ def _info(args):
     import keras_vit
     from keras_vit.evaluation.complexity import image_input_shape, measure
 
+    if args.sides:
+        return _attention_memory_table([args.model, *args.against], args.sides)
+    if args.against:
+        raise ValueError("--against compares models in the --sides table: add --sides, e.g. --sides 224 448.")
     kwargs = {}
     if args.image_size is not None:
         if args.image_size < 1:
@@ -265,6 +269,25 @@ def _info(args):
             f"attention matrices  {cost.attention_elements:,} elements per image = "
             f"{cost.attention_bytes(4) / 2**20:.1f} MiB float32, {cost.attention_bytes(2) / 2**20:.1f} MiB bfloat16"
         )
+
+
+def _attention_memory_table(models, sides):
+    """Prints the float32 MiB of every attention matrix of one image, per model and image side."""
+    import keras_vit
+    from keras_vit.evaluation.complexity import measure
+
+    bad = [side for side in sides if side < 1]
+    if bad:
+        raise ValueError(f"--sides must be positive image sides, got {bad}.")
+    print("attention matrices per image, float32 MiB (all layers and heads)")
+    print(f"{'model':14}" + "".join(f"{side:>11}" for side in sides) + f"   growth {sides[0]} -> {sides[-1]}")
+    for name in models:
+        cells = []
+        for side in sides:
+            model = keras_vit.create_model(name, input_shape=(side, side, 3))
+            cells.append(measure(model, default_size=side).attention_bytes(4) / 2**20)
+        growth = f"x{cells[-1] / cells[0]:.1f}" if cells[0] else "-"
+        print(f"{name:14}" + "".join(f"{cell:11.4g}" for cell in cells) + f"   {growth}")
 
 
 def _recipes(args):
@@ -384,6 +407,10 @@ def build_parser():
     info = commands.add_parser("info", help="parameters, GFLOPs and attention memory of a model")
     info.add_argument("model", nargs="?", help="registry name, e.g. vit_b16")
     info.add_argument("--image-size", type=int, default=None)
+    info.add_argument("--sides", type=int, nargs="+", default=None, metavar="SIDE",
+                      help="instead: a table of attention memory per image at these image sides, e.g. 224 448 896")
+    info.add_argument("--against", nargs="+", default=(), metavar="MODEL",
+                      help="with --sides: more models in the table, e.g. vit_s16 swin_t")
     info.add_argument("--list", action="store_true", help="list the registered models as a table")
     info.add_argument("--task", default=None, choices=TASKS, help="with --list: only the models of this task")
     info.set_defaults(handler=_info_or_list)

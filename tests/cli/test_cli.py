@@ -42,6 +42,15 @@ def test_info_attention_grows_quadratically_with_tokens():
     assert large.attention_elements == 4 * 4 * 256 * 256
 
 
+def test_info_attention_memory_table_per_side(capsys):
+    assert cli.main(["info", "vit_pico8", "--sides", "32", "64", "--against", "resnet_pico"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    # 16 -> 64 tokens: 16x the elements (4 layers x 4 heads, no class token); a ResNet has none.
+    assert float(rows["vit_pico8"][1]) == pytest.approx(16 * float(rows["vit_pico8"][0]), rel=0.01)
+    assert rows["vit_pico8"][2] == "x16.0" and rows["resnet_pico"] == ["0", "0", "-"]
+    assert cli.main(["info", "vit_pico8", "--against", "swin_t"]) == 2
+
+
 def test_info_unknown_model_is_a_clear_error(capsys):
     assert cli.main(["info", "vit_bb16"]) == 2
     assert "Unknown model name 'vit_bb16'. Did you mean: vit_b16" in capsys.readouterr().err
