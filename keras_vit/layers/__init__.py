@@ -9,6 +9,8 @@ package never imports a model family at import time.
 import importlib
 
 from keras_vit.layers.attention import MultiHeadAttention, MultiHeadSelfAttention
+from keras_vit.layers.blockwise_attention import blockwise_attention
+from keras_vit.layers.causal_attention import CausalSelfAttention
 from keras_vit.layers.drop_path import StochasticDepth
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.non_local import NonLocalBlock
@@ -29,6 +31,7 @@ _FAMILY_LAYERS = {
     "DetrDecoderLayer": "keras_vit.applications.detr.layers",
     "DetrEncoderLayer": "keras_vit.applications.detr.layers",
     "MultiScaleAttention": "keras_vit.applications.mvit.attention",
+    "PixelEmbedding": "keras_vit.applications.igpt.layers",
     "MultiScaleBlock": "keras_vit.applications.mvit.block",
     "MViTPatchEmbedding": "keras_vit.applications.mvit.block",
     "PatchMerging": "keras_vit.applications.swin.patch_merging",
@@ -52,6 +55,7 @@ def __dir__():
 
 
 __all__ = [
+    "CausalSelfAttention",
     "ContinuousPositionBias",
     "ImageNormalization",
     "Mlp",
@@ -66,6 +70,7 @@ __all__ = [
     "StochasticDepth",
     "TokenPooling",
     "TransformerBlock",
+    "blockwise_attention",
     "resize_position_embedding",
     *_FAMILY_LAYERS,
 ]

@@ -45,6 +45,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     """
 
     _fused_qkv_bias = True  # the qkv Dense carries the q, k and v biases
+    _projection_bias = True
 
     def __init__(
         self,
@@ -87,7 +88,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.qkv.build(input_shape)
         self.projection = keras.layers.Dense(
-            channels, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="projection"
+            channels,
+            use_bias=self._projection_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="projection",
         )
         self.projection.build(input_shape)
         self.built = True

@@ -32,11 +32,14 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon: LayerNorm epsilon (1e-6 in ViT).
         activation: MLP activation ("gelu" is exact GELU).
         post_norm: residual post-normalization.
+        normalization: "layer_norm", or "rms_norm" (scale only, no mean subtraction: iGPT).
+        mlp_bias: whether the MLP's dense layers have biases.
 
     Call arguments: `inputs` `(batch, ..., channels)`, and keyword arguments passed on
     to the attention layer (e.g. `attention_bias`, `attention_mask`,
-    `return_attention_scores` of `MultiHeadSelfAttention`); None values are dropped.
-    Returns the input shape (and the attention weights when asked).
+    `return_attention_scores` of `MultiHeadSelfAttention`, `cache` and `cache_index`
+    of `CausalSelfAttention`); None values are dropped.
+    Returns the input shape (and the attention weights, or the updated cache, when asked).
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         activation="gelu",
         post_norm=False,
+        normalization="layer_norm",
+        mlp_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -70,6 +75,12 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
         self.post_norm = post_norm
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(
+                f"TransformerBlock: normalization must be one of {', '.join(map(repr, _NORMALIZATIONS))}, got {normalization!r}."
+            )
+        self.normalization = normalization
+        self.mlp_bias = mlp_bias
         policy = self.dtype_policy
         self.given_attention = attention is not None
         if isinstance(attention, dict):  # from get_config
@@ -82,13 +93,21 @@ class TransformerBlock(keras.layers.Layer):
             dtype=policy,
             name="attention",
         )
-        self.norm1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm1")
-        self.norm2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm2")
+        norm = _NORMALIZATIONS[normalization]
+        self.norm1 = norm(epsilon=layer_norm_epsilon, dtype=policy, name="norm1")
+        self.norm2 = norm(epsilon=layer_norm_epsilon, dtype=policy, name="norm2")
         self.drop_path = StochasticDepth(drop_path_rate, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
         width = self.mlp_dim or int(input_shape[-1] * self.mlp_ratio)
-        self.mlp = Mlp(width, activation=self.activation, dropout_rate=self.dropout_rate, dtype=self.dtype_policy, name="mlp")
+        self.mlp = Mlp(
+            width,
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            use_bias=self.mlp_bias,
+            dtype=self.dtype_policy,
+            name="mlp",
+        )
         self.norm1.build(input_shape)
         if not self.attention.built:  # a deserialized attention layer arrives built
             self.attention.build(input_shape)
@@ -96,19 +115,19 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp.build(input_shape)
         self.built = True
 
-    def call(self, inputs, training=False, **attention_kwargs):
+    def call(self, inputs, training=False, cache=None, cache_index=None, **attention_kwargs):
+        attention_kwargs.update(cache=cache, cache_index=cache_index)  # named: Keras refuses a dict mixing tensors and ints
         options = {key: value for key, value in attention_kwargs.items() if value is not None and value is not False}
         attended = self.attention(inputs if self.post_norm else self.norm1(inputs), training=training, **options)
-        if options.get("return_attention_scores"):
-            attended, scores = attended
+        extra = None
+        if options.get("return_attention_scores") or "cache" in options:
+            attended, extra = attended  # the weights, or the updated cache
         if self.post_norm:
             attended = self.norm1(attended)
         x = inputs + self.drop_path(attended, training=training)
         hidden = self.mlp(x if self.post_norm else self.norm2(x), training=training)
         x = x + self.drop_path(self.norm2(hidden) if self.post_norm else hidden, training=training)
-        if options.get("return_attention_scores"):
-            return x, scores
-        return x
+        return x if extra is None else (x, extra)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -127,11 +146,16 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "activation": self.activation,
                 "post_norm": self.post_norm,
+                "normalization": self.normalization,
+                "mlp_bias": self.mlp_bias,
             }
         )
         if self.given_attention:
             config["attention"] = keras.saving.serialize_keras_object(self.attention)
         return config
+
+
+_NORMALIZATIONS = {"layer_norm": keras.layers.LayerNormalization, "rms_norm": keras.layers.RMSNormalization}
 
 
 def transformer_layout_map(device_mesh, model_axis="model"):

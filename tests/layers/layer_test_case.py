@@ -164,6 +164,16 @@ class AddPositionEmbedding(_CallAdapter):
         return x + self.inner(keras.ops.ones_like(x[..., 0]))
 
 
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class EmbedTokens(_CallAdapter):
+    """`inner(tokens)` for an embedding layer: int tokens in [0, 8) from the first channel of
+    `x`, and the embedding added to `x` so that gradients reach the input as well."""
+
+    def call(self, x):
+        tokens = keras.ops.cast(keras.ops.floor(keras.ops.abs(x[..., 0]) * 4.0), "int32") % 8
+        return x + keras.ops.cast(self.inner(tokens), x.dtype)
+
+
 class TrainableInputScale(keras.layers.Layer):
     """`x * scale`, one learned factor per channel starting at 1: a weight in front of a weightless layer."""
 

@@ -9,7 +9,7 @@ import pytest
 
 import keras_vit  # noqa: F401  (registers every layer)
 from tests.layers import layer_test_case as lt
-from tests.layers.layer_test_case import AddPositionEmbedding, AddRelativeBias, AttendToItself, LayerCase
+from tests.layers.layer_test_case import AddPositionEmbedding, AddRelativeBias, AttendToItself, EmbedTokens, LayerCase
 
 CASES = [
     LayerCase("Bottleneck", dict(filters=8, width=4, strides=2), (2, 8, 8, 4), (2, 4, 4, 8)),
@@ -20,6 +20,7 @@ CASES = [
         (2, 2, 4, 4),
         adapter=AddRelativeBias,
     ),
+    LayerCase("CausalSelfAttention", dict(num_heads=2, use_bias=False), (2, 5, 8), (2, 5, 8)),
     LayerCase("CosineAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8)),
     LayerCase(
         "DetrDecoderLayer",
@@ -67,6 +68,13 @@ CASES = [
         frozen_at_init=(
             "theta/kernel", "theta/bias", "phi/kernel", "phi/bias", "g/kernel", "g/bias", "w_z/kernel", "w_z/bias",
         ),
+    ),
+    LayerCase(
+        "PixelEmbedding",
+        dict(vocabulary_size=8, max_positions=6, hidden_dim=8),
+        (2, 5, 8),
+        (2, 5, 8),
+        adapter=EmbedTokens,
     ),
     LayerCase("PatchEmbedding", dict(hidden_dim=8, patch_size=4), (2, 8, 8, 3), (2, 5, 8)),
     LayerCase("PatchMerging", dict(), (2, 7, 7, 4), (2, 4, 4, 8)),
