@@ -13,6 +13,7 @@ from keras_vit.applications.registry import (
     register_model,
 )
 from keras_vit.applications.detr import DETR, DETRPico, DETRResNet50, DETRResNet101, DetrDetector
+from keras_vit.applications.igpt import ImageGPT, ImageGPTLarge, ImageGPTMedium, ImageGPTPico, ImageGPTSmall
 from keras_vit.applications.mvit import MViTBase16, MViTv2, MViTv2Base, MViTv2Large, MViTv2Small, MViTv2Tiny
 from keras_vit.applications.resnet import (
     LRNet26,
