@@ -16,6 +16,7 @@ _TRAIN_OPTIONS = {
     "steps_per_epoch": "steps_per_epoch", "checkpoint_every": "checkpoint_every", "strategy": "strategy",
     "tpu_address": "tpu_address", "precision": "precision", "min_crop_scale": "min_crop_scale",
     "max_objects": "max_objects", "validation_steps": "validation_steps", "backbone_learning_rate": "backbone_learning_rate",
+    "palette": "palette", "palette_size": "palette_size", "objective": "objective", "remat": "remat", "samples": "samples",
 }
 
 
@@ -34,6 +35,13 @@ def _train(args):
         print(
             f"\nvalidation AP {result.val_accuracy:.4f} (AP50 {result.history['val_AP50'][-1]:.4f}) after {epochs} epochs "
             f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png, predictions.png"
+        )
+        return
+    if model_info(args.model).task == "generation":
+        print(
+            f"\nvalidation {result.val_accuracy:.4f} bits per dimension ({result.history['val_loss'][-1]:.4f} nats per token) "
+            f"after {epochs} epochs ({result.seconds:.0f} s). Wrote {output_dir}/model.keras, palette.npy, history.json, "
+            "summary.json, curves.png, samples.png"
         )
         return
     print(
@@ -144,6 +152,80 @@ def _detect(args):
     print(f"Wrote {len(paths)} images with boxes and detections.json to {args.output_dir}")
 
 
+def _load_generator(path):
+    """`(model, metadata, palette, run_summary)` of a trained generative model."""
+    import numpy as np
+
+    from keras_vit.applications.saving import load_classifier, resolve_model_path
+    from keras_vit.training.run_folder import read_json
+
+    model, metadata = load_classifier(path)
+    if metadata.task != "generation":
+        raise ValueError(f"{path!r} is a {metadata.task} model; keras-vit generate and probe need a generative model (igpt_*).")
+    summary_path = os.path.join(os.path.dirname(resolve_model_path(path)), "summary.json")
+    summary = read_json(summary_path, "The run summary", "Pass --dataset explicitly.") if os.path.isfile(summary_path) else {}
+    return model, metadata, np.asarray(metadata.palette, "float32"), summary
+
+
+def _generate(args):
+    import time
+
+    import numpy as np
+
+    from keras_vit.applications.igpt.generate import generate
+    from keras_vit.data.pixels import load_pixel_dataset
+    from keras_vit.evaluation.generation import completion_grid, image_grid, tokens_to_images, write_png
+
+    model, metadata, palette, summary = _load_generator(args.model)
+    if args.samples < 0 or args.complete < 0:
+        raise ValueError(f"--samples and --complete must be >= 0, got {args.samples} and {args.complete}.")
+    output_dir = args.output_dir or (args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model)))
+    os.makedirs(output_dir, exist_ok=True)
+    options = dict(temperature=args.temperature, top_k=args.top_k, use_cache=not args.no_cache)
+    if args.samples:
+        start = time.time()
+        tokens = generate(model, num_samples=args.samples, seed=args.seed, **options)
+        write_png(os.path.join(output_dir, "samples.png"), image_grid([tokens_to_images(tokens, palette)]))
+        print(f"{args.samples} samples of {tokens.shape[1]} pixels in {time.time() - start:.1f} s -> {output_dir}/samples.png")
+    if args.complete:
+        dataset = args.dataset or summary.get("dataset")
+        if dataset is None:
+            raise ValueError("--complete needs images: pass --dataset (the model's run folder names none).")
+        batches = load_pixel_dataset(dataset, "validation", data_dir=args.data_dir, image_size=metadata.image_size,
+                                     palette=palette, batch_size=args.complete)
+        images = np.asarray(next(iter(batches[0]))[1])
+        start = time.time()
+        grid = completion_grid(model, palette, images, seed=args.seed, temperature=args.temperature, top_k=args.top_k)
+        write_png(os.path.join(output_dir, "completions.png"), grid)
+        print(f"{len(images)} completions in {time.time() - start:.1f} s -> {output_dir}/completions.png "
+              "(rows: given top halves, two samples, originals)")
+
+
+def _probe(args):
+    from keras_vit.data.pixels import load_pixel_dataset
+    from keras_vit.evaluation.probe import linear_probe
+    from keras_vit.training.run_folder import write_json_atomically
+
+    model, metadata, palette, summary = _load_generator(args.model)
+    dataset = args.dataset or summary.get("dataset")
+    if dataset is None:
+        raise ValueError("keras-vit probe needs labelled images: pass --dataset (the model's run folder names none).")
+    for flag, value in (("--train-examples", args.train_examples), ("--test-examples", args.test_examples)):
+        if value < 1:
+            raise ValueError(f"{flag} must be positive, got {value}.")
+    load = lambda split, count: load_pixel_dataset(dataset, split, data_dir=args.data_dir, image_size=metadata.image_size,
+                                                   palette=palette, batch_size=64, with_labels=True)[0].unbatch().take(count).batch(64)
+    result = linear_probe(model, load("train", args.train_examples).as_numpy_iterator(),
+                          load("validation", args.test_examples).as_numpy_iterator(), layers=args.layers, palette=palette)
+    print(f"linear probe on {dataset}: {result['train_examples']} training, {result['test_examples']} test images")
+    print(f"{'features':12} {'accuracy':>8}")
+    print(f"{'raw pixels':12} {result['pixels']:8.4f}")
+    for layer, accuracy in result["layers"].items():
+        print(f"{'block ' + str(layer):12} {accuracy:8.4f}")
+    if args.output:
+        write_json_atomically(args.output, {**result, "layers": {str(k): v for k, v in result["layers"].items()}})
+
+
 def _predict(args):
     import json
 
@@ -248,10 +330,12 @@ def _info(args):
         return _attention_memory_table([args.model, *args.against], args.sides)
     if args.against:
         raise ValueError("--against compares models in the --sides table: add --sides, e.g. --sides 224 448.")
+    if args.image_size is not None and args.image_size < 1:
+        raise ValueError(f"--image-size must be positive, got {args.image_size}.")
+    if keras_vit.model_info(args.model).task == "generation":
+        return _info_generation(keras_vit.model_info(args.model), args.image_size)
     kwargs = {}
     if args.image_size is not None:
-        if args.image_size < 1:
-            raise ValueError(f"--image-size must be positive, got {args.image_size}.")
         kwargs["input_shape"] = (args.image_size, args.image_size, 3)
     model = keras_vit.create_model(args.model, **kwargs)
     size = args.image_size or keras_vit.model_info(args.model).default_size
@@ -269,6 +353,30 @@ def _info(args):
             f"attention matrices  {cost.attention_elements:,} elements per image = "
             f"{cost.attention_bytes(4) / 2**20:.1f} MiB float32, {cost.attention_bytes(2) / 2**20:.1f} MiB bfloat16"
         )
+
+
+def _info_generation(spec, image_size):
+    """A pixel model's sequence and the memory of its attention, dense against block-wise,
+    from the variant's configuration (building igpt_l at 128 px would take 5 GiB for nothing)."""
+    from keras_vit.layers.blockwise_attention import attention_scratch_bytes
+
+    side = image_size or spec.default_size
+    tokens, depth, heads = side * side, spec.config["depth"], spec.config["num_heads"]
+    scratch = attention_scratch_bytes(tokens, heads)
+    gib = 2**30
+    print(f"model               {spec.name} ({spec.description})")
+    print(f"sequence            {side}x{side} pixels = {tokens:,} tokens ({depth} layers, {heads} heads)")
+    if spec.params:
+        print(f"parameters          {spec.params:,} (at {spec.default_size}x{spec.default_size}; positions grow with the image)")
+    print(
+        f"dense attention     {scratch['dense'] * depth / gib:,.1f} GiB float32 of score matrices per image, all layers "
+        f"({scratch['dense'] / gib:,.2f} GiB per layer)"
+    )
+    print(
+        f"keras-vit           {scratch['blockwise'] / 2**20:,.2f} MiB of scores in flight per image (block-wise, "
+        f"{scratch['block_size']}x{scratch['block_size']} tiles, {scratch['tiles_computed']} of {scratch['tiles_total']} "
+        "tiles per head computed; the backward pass recomputes them)"
+    )
 
 
 def _attention_memory_table(models, sides):
@@ -364,7 +472,41 @@ def build_parser():
                             "for a frozen-BatchNorm backbone; --learning-rate for one trained from scratch, as detr_pico)")
     train.add_argument("--validation-steps", type=int, default=None,
                        help="detection: cap on the validation batches of each epoch's COCO evaluation")
+    train.add_argument("--palette", default=None, metavar="NPY",
+                       help="generation: a (colors, 3) palette .npy in [-1, 1] (default: k-means on the training images)")
+    train.add_argument("--palette-size", type=int, default=None,
+                       help="generation: colors of the fitted palette (default: the model's, 512)")
+    train.add_argument("--objective", default=None, choices=["causal", "masked"],
+                       help="generation: next-pixel (default) or BERT-style masked-pixel prediction")
+    train.add_argument("--remat", action="store_true",
+                       help="generation: recompute block activations in the backward pass (long sequences, less memory)")
+    train.add_argument("--samples", type=int, default=None,
+                       help="generation: images per row of samples.png (default 8; 0: no sampling at the end)")
     train.set_defaults(handler=_train)
+
+    generate = commands.add_parser("generate", help="sample images, and complete images' bottom halves, with a trained iGPT")
+    generate.add_argument("--model", required=True, help="a run folder of keras-vit train or its model.keras")
+    generate.add_argument("--samples", type=int, default=8, help="unconditional samples (0: none)")
+    generate.add_argument("--complete", type=int, default=8, metavar="N",
+                          help="complete the bottom halves of N validation images of --dataset (0: none)")
+    generate.add_argument("--dataset", default=None, help="images to complete (default: the run's dataset, from summary.json)")
+    generate.add_argument("--data-dir", default=None)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely colors")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--no-cache", action="store_true", help="a full forward pass per pixel (slow; for comparison)")
+    generate.add_argument("--output-dir", default=None, help="where samples.png and completions.png go (default: the run folder)")
+    generate.set_defaults(handler=_generate)
+
+    probe = commands.add_parser("probe", help="linear-probe accuracy of each layer of a trained iGPT, next to raw pixels")
+    probe.add_argument("--model", required=True, help="a run folder of keras-vit train or its model.keras")
+    probe.add_argument("--dataset", default=None, help="labelled images (default: the run's dataset)")
+    probe.add_argument("--data-dir", default=None)
+    probe.add_argument("--layers", type=int, nargs="+", default=None, help="block indices (default: all)")
+    probe.add_argument("--train-examples", type=int, default=2000)
+    probe.add_argument("--test-examples", type=int, default=500)
+    probe.add_argument("--output", default=None, metavar="JSON", help="also write the accuracies here")
+    probe.set_defaults(handler=_probe)
 
     evaluate = commands.add_parser(
         "evaluate", help="a trained classifier's accuracy, top-5, per-class accuracy and confusion matrix, or a "

@@ -29,8 +29,10 @@ class ClassifierMetadata:
         eval_crop_fraction: side of the evaluation center crop, as a fraction of
             the shorter image side (images are then resized to `image_size`).
         task: the model's task ("classification", "detection": then `image_size`
-            is the shorter side images are resized to, and `max_size` caps the longer).
+            is the shorter side images are resized to, and `max_size` caps the longer;
+            "generation": `image_size` is the side of the generated images).
         max_size: detection: the longer side's cap.
+        palette: generation: the `(colors, 3)` palette in [-1, 1] the model's tokens index.
     """
 
     class_names: list
@@ -39,12 +41,20 @@ class ClassifierMetadata:
     eval_crop_fraction: float = 0.875
     task: str = "classification"
     max_size: int = None
+    palette: list = None
 
 
 def save_classifier(model, path, metadata):
     """`model.save(path)` (a `.keras` file) with `metadata` (a `ClassifierMetadata`) inside it."""
     classes = _output_classes(model)
-    if len(metadata.class_names) != classes:
+    if metadata.task == "generation":
+        colors = len(metadata.palette or ())
+        if colors != classes:
+            raise ValueError(
+                f"The model scores {classes} palette colors but the metadata's palette has {colors}: "
+                "save the palette the model was trained with."
+            )
+    elif len(metadata.class_names) != classes:
         raise ValueError(
             f"The model has {classes} outputs but {len(metadata.class_names)} class names were given: "
             "pass one name per output."
@@ -110,7 +120,7 @@ def load_classifier(path, metadata_required=True):
     import keras_vit.layers  # noqa: F401  (registers the serializable layers)
     import keras_vit.applications  # noqa: F401
 
-    # A detector is returned uncompiled: its training optimizer lives in keras_vit.training.
-    detector = metadata is not None and metadata.task == "detection"
-    model = keras.saving.load_model(path, compile=not detector)
+    # Detectors and generators are returned uncompiled: their training setups live in keras_vit.training.
+    compiled = metadata is None or metadata.task == "classification"
+    model = keras.saving.load_model(path, compile=compiled)
     return model, metadata

@@ -20,7 +20,7 @@ except ImportError:  # Windows
     import msvcrt
 
 # In the order they are moved into place: `summary.json` last marks the run finished.
-ARTIFACTS = ("model.keras", "history.json", "curves.png", "predictions.png", "summary.json")
+ARTIFACTS = ("model.keras", "palette.npy", "history.json", "curves.png", "predictions.png", "samples.png", "summary.json")
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".keras-vit.lock"
 _STAGING_PREFIX = ".staging-"

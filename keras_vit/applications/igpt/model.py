@@ -137,7 +137,9 @@ def ImageGPT(
             )(x)
     x = keras.layers.RMSNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
     if include_top and classes is None:
-        x = keras.layers.Dense(palette_size, use_bias=False, name="lm_head")(x)
+        # GPT-2's N(0, 0.02) start: near-uniform first predictions, a loss near ln(palette_size).
+        head_initializer = keras.initializers.RandomNormal(stddev=0.02)
+        x = keras.layers.Dense(palette_size, use_bias=False, kernel_initializer=head_initializer, name="lm_head")(x)
     else:
         x = common.pool(x, pooling)
         x = common.classification_head(x, include_top, classes, classifier_activation, use_bias=False)
