@@ -2,7 +2,6 @@
 backend in tests/training/test_generation.py; this is the plumbing, so it runs once)."""
 
 import json
-import os
 
 import pytest
 from PIL import Image
