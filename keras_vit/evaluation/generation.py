@@ -40,10 +40,11 @@ def write_png(path, image):
     from PIL import Image
 
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
         Image.fromarray(np.asarray(image, "uint8")).save(temporary, format="PNG")
+        os.chmod(temporary, 0o644)  # mkstemp's files are private; an image is not
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

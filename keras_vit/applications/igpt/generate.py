@@ -38,6 +38,11 @@ def generate(model, num_samples=None, prompt=None, temperature=1.0, top_k=None, 
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"generate: give num_samples (a positive int) or a prompt, got num_samples={num_samples!r}.")
         prompt = np.zeros((int(num_samples), 0), "int32")
+    elif num_samples is not None and num_samples != len(prompt):
+        raise ValueError(
+            f"generate: num_samples={num_samples!r} but the prompt has {len(prompt)} rows; a prompt gives one "
+            "image per row, so pass one of the two."
+        )
     prompt = np.asarray(prompt)
     if prompt.ndim != 2 or not np.issubdtype(prompt.dtype, np.integer):
         raise ValueError(f"generate: prompt must be int palette indices of shape (batch, pixels), got {prompt.dtype} {prompt.shape}.")
@@ -49,7 +54,7 @@ def generate(model, num_samples=None, prompt=None, temperature=1.0, top_k=None, 
     if prompt.size and (prompt.min() < 0 or prompt.max() >= palette_size):
         bad = prompt.min() if prompt.min() < 0 else prompt.max()
         raise ValueError(f"generate: prompt token {bad} is outside the palette of {palette_size} colors [0, {palette_size - 1}].")
-    if not temperature > 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
         raise ValueError(f"generate: temperature must be > 0, got {temperature!r}; use top_k=1 for greedy sampling.")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= palette_size):
         raise ValueError(f"generate: top_k must be an int in [1, {palette_size}] (the palette size), got {top_k!r}.")
