@@ -63,8 +63,14 @@ the blocks crossing the diagonal or holding padding (masked). The graph has a
 constant number of operations whatever the sequence length (at 4096 tokens on
 JAX the forward and backward compile in under a second, against about ten
 seconds for the same tiles unrolled), and the loops make the backend run the
-tiles one after the other, so that only one tile's scores are alive at a time.
-The shapes must be static when the function is traced.
+tiles one after the other, so that only one tile's scores are alive at a time
+(XLA schedules independent unrolled tiles side by side). One exception:
+TensorFlow without XLA lets `tf.while_loop` overlap up to 10 iterations, of
+the outer and the inner loop alike, so up to about a hundred tiles can be
+alive at once: a bound that does not grow with the sequence (forward +
+backward with 8 heads on CPU: 450 to 700 MiB at 4096 tokens and about as much
+at 8192, against about 2 GiB for dense attention at 4096). The shapes must be
+static when the function is traced.
 """
 
 import math
@@ -258,6 +264,12 @@ def _static_dim(tensor, axis, name, what):
 
 def _plan(query, key, value, *, causal, block_size, scale):
     _check_block_size(block_size)
+    if any(isinstance(x, keras.KerasTensor) for x in (query, key, value)):
+        raise ValueError(
+            "blockwise_attention works on tensors, not on symbolic `keras.Input`s: call it inside a layer's "
+            "`call()` (as `keras_vit.layers.CausalSelfAttention` does); the layer then works in functional "
+            "models."
+        )
     for name, tensor in (("query", query), ("key", key), ("value", value)):
         if len(tensor.shape) != 4:
             raise ValueError(
