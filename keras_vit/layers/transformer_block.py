@@ -34,6 +34,8 @@ class TransformerBlock(keras.layers.Layer):
         post_norm: residual post-normalization.
         normalization: "layer_norm", or "rms_norm" (scale only, no mean subtraction: iGPT).
         mlp_bias: whether the MLP's dense layers have biases.
+        remat: recompute the block's activations in the backward pass (`keras.remat`)
+            instead of keeping them: less memory for long sequences, one more forward.
 
     Call arguments: `inputs` `(batch, ..., channels)`, and keyword arguments passed on
     to the attention layer (e.g. `attention_bias`, `attention_mask`,
@@ -58,6 +60,7 @@ class TransformerBlock(keras.layers.Layer):
         post_norm=False,
         normalization="layer_norm",
         mlp_bias=True,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,6 +84,7 @@ class TransformerBlock(keras.layers.Layer):
             )
         self.normalization = normalization
         self.mlp_bias = mlp_bias
+        self.remat = remat
         policy = self.dtype_policy
         self.given_attention = attention is not None
         if isinstance(attention, dict):  # from get_config
@@ -118,6 +122,12 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, inputs, training=False, cache=None, cache_index=None, **attention_kwargs):
         attention_kwargs.update(cache=cache, cache_index=cache_index)  # named: Keras refuses a dict mixing tensors and ints
         options = {key: value for key, value in attention_kwargs.items() if value is not None and value is not False}
+        if self.remat and training and not options:
+            # `training` stays a Python value: closed over, not an argument jax.checkpoint would trace.
+            return keras.remat(lambda x: self._forward(x, training, {}))(inputs)
+        return self._forward(inputs, training, options)
+
+    def _forward(self, inputs, training, options):
         attended = self.attention(inputs if self.post_norm else self.norm1(inputs), training=training, **options)
         extra = None
         if options.get("return_attention_scores") or "cache" in options:
@@ -148,6 +158,7 @@ class TransformerBlock(keras.layers.Layer):
                 "post_norm": self.post_norm,
                 "normalization": self.normalization,
                 "mlp_bias": self.mlp_bias,
+                "remat": self.remat,
             }
         )
         if self.given_attention:

@@ -71,7 +71,7 @@ def ImageGPT(
         attention_implementation: "auto", "dense", "fused" or "blockwise" (see
             `CausalSelfAttention`); `block_size` and `flash_attention` tune them.
         remat: recompute each block's activations in the backward pass
-            (`keras.RematScope`), trading compute for memory on long sequences.
+            (`keras.remat`), trading compute for memory on long sequences.
         dropout_rate, attention_dropout_rate: dropout after the embeddings and
             projections, and on the attention weights.
         include_top: True: logits over the palette (`classes=None`) or a bias-free
@@ -110,31 +110,30 @@ def ImageGPT(
     inputs = keras.Input(shape=(tokens,), dtype="int32", name="tokens")
     x = PixelEmbedding(palette_size + 1, max_positions, hidden_dim, name="embedding")(inputs)
     x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
-    block_names = [f"block{index}" for index in range(depth)]
-    with keras.RematScope(mode="list_of_layers" if remat else None, layer_names=block_names if remat else None):
-        for block_name in block_names:
-            attention = CausalSelfAttention(
-                num_heads,
-                causal=objective == "causal",
-                use_bias=use_bias,
-                implementation=attention_implementation,
-                block_size=block_size,
-                flash_attention=flash_attention,
-                attention_dropout_rate=attention_dropout_rate,
-                projection_dropout_rate=dropout_rate,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
-                name="attention",
-            )
-            x = TransformerBlock(
-                attention=attention,
-                mlp_ratio=mlp_ratio,
-                dropout_rate=dropout_rate,
-                layer_norm_epsilon=layer_norm_epsilon,
-                activation="quick_gelu",
-                normalization="rms_norm",
-                mlp_bias=use_bias,
-                name=block_name,
-            )(x)
+    for index in range(depth):
+        attention = CausalSelfAttention(
+            num_heads,
+            causal=objective == "causal",
+            use_bias=use_bias,
+            implementation=attention_implementation,
+            block_size=block_size,
+            flash_attention=flash_attention,
+            attention_dropout_rate=attention_dropout_rate,
+            projection_dropout_rate=dropout_rate,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="attention",
+        )
+        x = TransformerBlock(
+            attention=attention,
+            mlp_ratio=mlp_ratio,
+            dropout_rate=dropout_rate,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation="quick_gelu",
+            normalization="rms_norm",
+            mlp_bias=use_bias,
+            remat=remat,
+            name=f"block{index}",
+        )(x)
     x = keras.layers.RMSNormalization(epsilon=layer_norm_epsilon, name="norm")(x)
     if include_top and classes is None:
         # GPT-2's N(0, 0.02) start: near-uniform first predictions, a loss near ln(palette_size).

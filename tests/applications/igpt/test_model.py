@@ -112,3 +112,23 @@ def test_converter_round_trip_and_a_mis_shaped_tensor(tmp_path):
         load_weights(ImageGPT(**TINY), str(tmp_path / "bad"))
     with pytest.raises(ValueError, match=r"block1/mlp/fc1/kernel: checkpoint shape \(128, 32\)"):
         load_transformers_checkpoint(str(tmp_path / "bad"))
+
+
+def test_remat_trains_exactly_like_keeping_the_activations():
+    """`remat=True` recomputes each block in the backward pass: same losses and weights, less memory
+    (benchmarks/igpt_memory.py measures it)."""
+    tokens = np.random.RandomState(0).randint(0, 9, (2, 16))
+    targets = np.random.RandomState(1).randint(0, 8, (2, 16))
+    runs = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras_vit.create_model(
+            "igpt_pico", image_size=4, palette_size=8, depth=2, remat=remat,
+            attention_implementation="blockwise", block_size=8,
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        losses = [float(model.train_on_batch(tokens, targets)) for _ in range(2)]
+        runs.append((losses, np.asarray(model.predict_on_batch(tokens))))
+    assert runs[1][0][0] == pytest.approx(runs[0][0][0], abs=1e-6) and runs[1][0][1] == pytest.approx(runs[0][0][1], abs=1e-5)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], atol=1e-5)
+    assert runs[0][0][1] < runs[0][0][0]
