@@ -42,8 +42,12 @@ def test_training_reads_the_image_size_from_the_spec():
 def test_list_models_by_pattern_and_task():
     assert keras_vit.list_models("swinv2_*") == sorted(n for n in keras_vit.list_models() if n.startswith("swinv2_"))
     detectors = ["detr_pico", "detr_r101", "detr_r50"]
+    generators = ["igpt_l", "igpt_m", "igpt_pico", "igpt_s"]
     assert keras_vit.list_models(task="detection") == detectors
-    assert keras_vit.list_models(task="classification") == [n for n in keras_vit.list_models() if n not in detectors]
+    assert keras_vit.list_models(task="generation") == generators
+    assert keras_vit.list_models(task="classification") == [
+        n for n in keras_vit.list_models() if n not in detectors + generators
+    ]
 
 
 def test_unknown_names_and_arguments_are_value_errors():
@@ -95,10 +99,12 @@ def test_gap_configs_saved_before_the_rename_still_load():
 def test_train_dispatches_on_the_task(monkeypatch):
     from keras_vit.training import train
 
-    spec = registry.ModelSpec("tiny_generator", "TinyGenerator", "test", lambda **kw: None, {}, "a test spec", task="generation")
+    spec = registry.ModelSpec(
+        "tiny_owl", "TinyOwl", "test", lambda **kw: None, {}, "a test spec", task="open_vocabulary_detection"
+    )
     monkeypatch.setitem(registry._SPECS, spec.name, (spec, spec.builder))
-    with pytest.raises(ValueError, match="'tiny_generator' is a generation model, and keras-vit has no trainer for generation"):
-        train("tiny_generator")
+    with pytest.raises(ValueError, match="'tiny_owl' is a open_vocabulary_detection model, and keras-vit has no trainer"):
+        train("tiny_owl")
 
 
 def test_every_subpackage_is_reachable_from_the_package():
