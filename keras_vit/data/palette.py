@@ -15,12 +15,12 @@ Images given to this module are RGB in [0, 255] (uint8, or float as `load_datase
 there are in [-1, 1]).
 """
 
-import os
-import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
+
+from keras_vit.data.files import atomic_path
 
 # ITU-R BT.601 luma weights: the palette is sorted by luma, then R, G, B.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -103,16 +103,8 @@ def save_palette(path, palette):
     palette. `path` is used as given (no `.npy` is appended). Returns `path`.
     """
     palette = _check_palette(palette, f"The palette given to save_palette({str(path)!r})")
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".palette-", suffix=".npy.tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.save(file, palette)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.save(file, palette)
     return path
 
 

@@ -11,11 +11,11 @@ no partial file.
 
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_vit.data.files import atomic_path
 from keras_vit.evaluation.classification import _num_batches, save_figure
 from keras_vit.evaluation.coco_metrics import (
     CocoGroundTruth,
@@ -355,18 +355,8 @@ def _class_name(label, class_names):
 
 def _save_figure_atomically(figure, path):
     """`save_figure` to a temporary PNG beside `path`, renamed into place: `path` is whole or untouched."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".png", dir=folder)
-    os.close(descriptor)
-    try:
+    with atomic_path(path, suffix=".png") as temporary:
         save_figure(figure, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def detection_records(detections, class_names=None, image_names=None):
@@ -396,20 +386,10 @@ def write_detections_json(records, path):
     """Writes `records` (e.g. `detection_records`; NumPy values allowed) as JSON to `path`, through a
     temporary file, fsync and rename: `path` is whole or untouched."""
     text = json.dumps(records, indent=1, default=_json_value)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     return path
 
 

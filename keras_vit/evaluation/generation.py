@@ -1,11 +1,9 @@
 """Images from a generative pixel model: unconditional samples and completions as PNG grids."""
 
-import os
-import tempfile
-
 import numpy as np
 
 from keras_vit.applications.igpt.generate import generate
+from keras_vit.data.files import atomic_path
 
 
 def tokens_to_images(tokens, palette):
@@ -39,17 +37,8 @@ def write_png(path, image):
     """Writes a uint8 `(h, w, 3)` array as a PNG, atomically (a temporary file, then a rename)."""
     from PIL import Image
 
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         Image.fromarray(np.asarray(image, "uint8")).save(temporary, format="PNG")
-        os.chmod(temporary, 0o644)  # mkstemp's files are private; an image is not
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def sample_grid(model, palette, num_samples=8, seed=0, temperature=1.0, top_k=None):

@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 
+from keras_vit.data.files import atomic_path
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -28,18 +30,10 @@ _STAGING_PREFIX = ".staging-"
 
 def write_json_atomically(path, data):
     """Writes `data` as JSON to `path` via a temporary file, fsync and rename: a crash leaves the old or the new file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(data, file, indent=1)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w") as file:
+        json.dump(data, file, indent=1)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def read_json(path, what, way_out):
