@@ -7,12 +7,13 @@ per layer (and its probabilities for the backward pass); block-wise attention
 backward) keeps `O(T)` per layer. Remat recomputes each transformer block in
 the backward pass, so that only the block inputs are kept between the forward
 and the backward pass: `--remat on` is the model's `remat=True`
-(`keras.RematScope`); `--remat wrap` calls each block through `keras.remat`
-with its non-tensor arguments closed over (see `_remat_blocks`; `remat=True`
-fails on JAX and TensorFlow in this version). On XLA:CPU neither changes the
-memory: its pipeline drops the `optimization_barrier`s of `jax.checkpoint` before
-CSE and scheduling, so the recomputation is merged back into the forward pass.
-TensorFlow without XLA (`tf.recompute_grad`) does recompute.
+(`TransformerBlock(remat=True)`, `keras.remat` around the block since commit
+8919e7a; before it, `keras.RematScope` failed on JAX and TensorFlow);
+`--remat wrap` does the same from outside the library (`_remat_blocks`), so
+that older trees can be measured. Under JAX on CPU neither changes the memory:
+XLA:CPU's pipeline expands the `optimization_barrier`s of `jax.checkpoint`
+before its late CSE pass, which merges the recomputation back into the forward
+pass. TensorFlow (`tf.recompute_grad`, with and without XLA) does recompute.
 
 The model is `igpt_s` width (hidden 512, 8 heads, MLP 2048, vocabulary 513,
 untied 512-color head) with `--depth` layers; one training step is
@@ -45,7 +46,11 @@ subprocess:
   so the tables use the process peak.
 
 TensorFlow runs with `jit_compile=False` (a `tf.function` graph, Keras' choice
-on a CPU-only machine) and `jit_compile=True` (XLA).
+on a CPU-only machine) and `jit_compile=True` (XLA). `--tf-parallel-iterations N`
+(diagnostic) makes every `tf.while_loop` run at most N iterations at once
+(TensorFlow's default is 10): without XLA, the default makes each block-wise
+attention call hold several hundred MiB from its forward to its backward pass
+(see RESULTS.md).
 
 Safety: a configuration whose estimated peak exceeds `--limit-gib` is not run;
 its expected score-matrix bytes are reported instead ("not run"). The estimate
@@ -60,6 +65,7 @@ Usage:
     python benchmarks/igpt_memory.py                                # depth 4 grid + the 64 px goal runs
     python benchmarks/igpt_memory.py --backends jax --sizes 64 --depth 4 --variants blockwise --remat wrap
     python benchmarks/igpt_memory.py --no-grid --goal-depth 24      # only the full-depth 64 px runs
+    python benchmarks/igpt_memory.py --backends jax --analysis-only  # XLA's plan only, nothing runs
 """
 
 import argparse
@@ -129,10 +135,10 @@ def _build(config):
 
 
 def _remat_blocks(model):
-    """Per-block rematerialization without `keras.RematScope`: each block's call, with its
+    """Per-block rematerialization from outside the model: each block's call, with its
     non-tensor arguments closed over, goes through `keras.remat` (jax.checkpoint,
-    tf.recompute_grad). `remat=True` passes `training=` and `cache=` through the remat
-    wrapper instead, which fails on JAX and TensorFlow (see RESULTS.md)."""
+    tf.recompute_grad, torch checkpoint). The same as `remat=True` since commit 8919e7a;
+    before it, `keras.RematScope` traced `training=` as an array and failed."""
     import keras
 
     for layer in model.layers:
@@ -378,6 +384,9 @@ def main_parent(args):
                 record["score_matrices_all_layers_mib"] = score_bytes(config) * config["depth"] / MIB
                 print(f"{label}: not run ({record['reason']})", file=sys.stderr, flush=True)
                 records.append(record)
+                if args.json:
+                    with open(args.json, "a") as file:
+                        file.write(json.dumps(record) + "\n")
                 continue
         start = time.time()
         record = run_worker(config, limit, args.timeout)
@@ -486,9 +495,9 @@ def main(argv=None):
     parser.add_argument("--goal-depth", type=int, default=24, help="layers of the 64 px goal runs (0: none)")
     parser.add_argument("--no-grid", dest="grid", action="store_false", help="only the goal runs")
     parser.add_argument("--variants", default="dense,blockwise", help="attention implementations")
-    parser.add_argument("--remat", default="off,wrap",
-                        help="off; on (the model's remat=True, keras.RematScope); wrap (each block's call "
-                             "through keras.remat with its non-tensor arguments closed over)")
+    parser.add_argument("--remat", default="off,on",
+                        help="off; on (the model's remat=True); wrap (each block's call through keras.remat "
+                             "from outside the model, as remat=True does since 8919e7a)")
     parser.add_argument("--tf-jit", default="off,on", help="TensorFlow jit_compile settings")
     parser.add_argument("--no-analysis", dest="analysis", action="store_false", help="skip the JAX XLA analysis")
     parser.add_argument("--batch", type=int, default=1)
