@@ -27,6 +27,7 @@ from keras_vit.training.train import (
     _write_json,
     build_optimizer,
     create_training_model,
+    plot_history,
     register_trainer,
 )
 
@@ -221,7 +222,7 @@ def train_generator(
                 "model.keras": lambda path: save_classifier(network, path, metadata),
                 PALETTE_FILE: lambda path: _save_npy(path, colors),
                 "history.json": lambda path: _write_json(path, history),
-                "curves.png": lambda path: plot_generation_history(history, path, title=f"{model} on {dataset}"),
+                "curves.png": lambda path: plot_history(history, path, f"{model} on {dataset}", metrics=("loss", "bits_per_dim")),
                 "summary.json": lambda path: _write_json(path, summary),
             }
             if samples and objective == "causal":
@@ -252,28 +253,6 @@ def _write_samples(network, colors, data, samples, seed, path):
     parts = [sample_grid(network, colors, num_samples=samples, seed=seed), completion_grid(network, colors, np.asarray(targets), seed=seed)]
     width = max(part.shape[1] for part in parts)
     write_png(path, np.concatenate([np.pad(part, ((0, 0), (0, width - part.shape[1]), (0, 0)), constant_values=255) for part in parts]))
-
-
-def plot_generation_history(history, path, title=""):
-    """Writes a PNG with the training and validation bits per dimension per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = range(1, len(history["loss"]) + 1)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    axis.plot(epochs, history["bits_per_dim"], marker="o", label="train")
-    if "val_bits_per_dim" in history:
-        axis.plot(epochs, history["val_bits_per_dim"], marker="o", label="validation")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("bits per dimension")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _generators():

@@ -456,16 +456,16 @@ def _write_json(path, data):
         json.dump(data, file, indent=2)
 
 
-def plot_history(history, path, title=""):
-    """Writes a PNG with loss and accuracy curves (train and validation) per epoch."""
+def plot_history(history, path, title="", metrics=("loss", "accuracy")):
+    """Writes a PNG with one panel per metric (default loss and accuracy), train and validation per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = range(1, len(history["loss"]) + 1)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
+    for axis, metric in zip(axes, metrics):
         axis.plot(epochs, history[metric], marker="o", label=f"train {metric}")
         if f"val_{metric}" in history:
             axis.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
