@@ -66,8 +66,6 @@ class CausalSelfAttention(MultiHeadSelfAttention):
         kernel_initializer="truncated_normal",
         **kwargs,
     ):
-        kwargs.pop("qkv_bias", None)
-        kwargs.pop("fused", None)
         super().__init__(
             num_heads,
             qkv_bias=use_bias,

@@ -33,7 +33,8 @@ def generate(model, num_samples=None, prompt=None, temperature=1.0, top_k=None, 
 
     Returns int32 NumPy `(batch, T)` palette indices, the prompt included.
     """
-    palette_size, tokens, start_id = _check_model(model)
+    palette_size, tokens = _check_model(model)
+    start_id = palette_size  # the id after the colors
     if prompt is None:
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"generate: give num_samples (a positive int) or a prompt, got num_samples={num_samples!r}.")
@@ -72,7 +73,7 @@ def generate(model, num_samples=None, prompt=None, temperature=1.0, top_k=None, 
 
 
 def _check_model(model):
-    """`(palette_size, tokens, start_id)` of a causal iGPT; ValueError for anything else."""
+    """`(palette_size, tokens)` of a causal iGPT; ValueError for anything else."""
     names = {layer.name for layer in model.layers}
     if not {"embedding", "lm_head", "norm"} <= names:
         raise ValueError(
@@ -83,7 +84,7 @@ def _check_model(model):
     if not block.attention.causal:
         raise ValueError(f"generate: {model.name!r} was built with objective='masked'; sampling pixel by pixel needs a causal model.")
     palette_size = model.get_layer("lm_head").units
-    return palette_size, model.input.shape[1], palette_size
+    return palette_size, model.input.shape[1]
 
 
 def _sampler(model, known, temperature, top_k, use_cache):
