@@ -20,6 +20,7 @@ from keras_vit.layers.preprocessing import ImageNormalization
 from keras_vit.layers.self_attention_2d import SelfAttention2D
 from keras_vit.layers.sine_position_embedding import SinePositionEmbedding2D
 from keras_vit.layers.spectral_conv import SpectralConv2D
+from keras_vit.layers.token_embedding import TokenAndPositionEmbedding
 from keras_vit.layers.token_pooling import TokenPooling
 from keras_vit.layers.transformer_block import TransformerBlock
 
@@ -27,13 +28,19 @@ from keras_vit.layers.transformer_block import TransformerBlock
 _FAMILY_LAYERS = {
     "Bottleneck": "keras_vit.applications.resnet.bottleneck",
     "LocalRelation": "keras_vit.applications.resnet.local_relation",
+    "CausalPaddingMask": "keras_vit.applications.clip.layers",
+    "ContrastiveLogits": "keras_vit.applications.clip.layers",
+    "EndOfTextPooling": "keras_vit.applications.clip.layers",
     "CosineAttention": "keras_vit.applications.swin.cosine_attention",
     "DetrDecoderLayer": "keras_vit.applications.detr.layers",
     "DetrEncoderLayer": "keras_vit.applications.detr.layers",
     "MultiScaleAttention": "keras_vit.applications.mvit.attention",
-    "PixelEmbedding": "keras_vit.applications.igpt.layers",
     "MultiScaleBlock": "keras_vit.applications.mvit.block",
     "MViTPatchEmbedding": "keras_vit.applications.mvit.block",
+    "GridBoxes": "keras_vit.applications.owl_vit.layers",
+    "OwlClassHead": "keras_vit.applications.owl_vit.layers",
+    "PredictionMlp": "keras_vit.applications.owl_vit.layers",
+    "UnflattenQueries": "keras_vit.applications.owl_vit.layers",
     "PatchMerging": "keras_vit.applications.swin.patch_merging",
     "SwinTransformerBlock": "keras_vit.applications.swin.block",
     "WindowAttention": "keras_vit.applications.swin.window_attention",
@@ -68,6 +75,7 @@ __all__ = [
     "SinePositionEmbedding2D",
     "SpectralConv2D",
     "StochasticDepth",
+    "TokenAndPositionEmbedding",
     "TokenPooling",
     "TransformerBlock",
     "blockwise_attention",

@@ -25,6 +25,7 @@ class PatchEmbedding(keras.layers.Layer):
             CNN feature map.
         use_class_token: prepend a learned class token.
         use_position_embedding: add a learned position embedding.
+        use_bias: bias on the projection (CLIP's has none).
 
     Shape: `(batch, height, width, channels)` in,
         `(batch, class_token + (height / ph) * (width / pw), hidden_dim)` out.
@@ -36,9 +37,11 @@ class PatchEmbedding(keras.layers.Layer):
         patch_size,
         use_class_token=True,
         use_position_embedding=True,
+        use_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.use_bias = use_bias
         self.hidden_dim = hidden_dim
         self.patch_size = _pair(patch_size)
         self.use_class_token = use_class_token
@@ -49,6 +52,7 @@ class PatchEmbedding(keras.layers.Layer):
             kernel_size=self.patch_size,
             strides=self.patch_size,
             padding="valid",
+            use_bias=use_bias,
             kernel_initializer="lecun_normal",
             dtype=self.dtype_policy,
             name="projection",
@@ -131,6 +135,7 @@ class PatchEmbedding(keras.layers.Layer):
                 "patch_size": self.patch_size,
                 "use_class_token": self.use_class_token,
                 "use_position_embedding": self.use_position_embedding,
+                "use_bias": self.use_bias,
             }
         )
         return config

@@ -10,7 +10,7 @@ original's bias-free layout is `use_bias=False`.
 import keras
 
 from keras_vit.applications import common
-from keras_vit.applications.igpt.layers import PixelEmbedding
+from keras_vit.layers.token_embedding import TokenAndPositionEmbedding
 from keras_vit.applications.registry import ModelSpec, register_model
 from keras_vit.layers.causal_attention import IMPLEMENTATIONS, CausalSelfAttention
 from keras_vit.layers.transformer_block import TransformerBlock, transformer_layout_map
@@ -108,7 +108,7 @@ def ImageGPT(
         pooling = common.check_head_arguments(name, False, pooling, classes, supported=("avg", "max"))
 
     inputs = keras.Input(shape=(tokens,), dtype="int32", name="tokens")
-    x = PixelEmbedding(palette_size + 1, max_positions, hidden_dim, name="embedding")(inputs)
+    x = TokenAndPositionEmbedding(palette_size + 1, max_positions, hidden_dim, name="embedding")(inputs)
     x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
     for index in range(depth):
         attention = CausalSelfAttention(

@@ -1,15 +1,17 @@
-"""iGPT's input layer: pixel-token embeddings plus learned positions."""
+"""Token ids to vectors: a token table plus a learned absolute position table (GPT-2, CLIP text, iGPT)."""
 
 import keras
 from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class PixelEmbedding(keras.layers.Layer):
+class TokenAndPositionEmbedding(keras.layers.Layer):
     """Token embedding plus a learned absolute position embedding (GPT-2's `wte` + `wpe`).
 
+    iGPT embeds palette indices with it, CLIP's text encoder BPE ids.
+
     Args:
-        vocabulary_size: palette colors plus the start-of-sequence (or mask) id.
+        vocabulary_size: number of token ids (iGPT: palette colors plus the start id).
         max_positions: rows of the position table: the longest sequence.
         hidden_dim: embedding width.
         embeddings_initializer: initializer of both tables.
