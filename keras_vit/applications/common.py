@@ -18,6 +18,9 @@ from keras_vit.layers.token_pooling import POOLING_ALIASES, TokenPooling
 INCEPTION_MEAN = INCEPTION_STD = (127.5, 127.5, 127.5)
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# CLIP's image statistics (CLIP, OWL-ViT).
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
 
 
 def as_int(value):

@@ -1,0 +1,157 @@
+"""CLIP's two towers (Radford et al., 2021): a causal text transformer pooled at the
+end-of-text token and a ViT with a pre-norm, each ending in a projection to the shared
+embedding space; `CLIP` joins them with the contrastive logits.
+
+OWL-ViT (`keras_vit.applications.owl_vit`) builds its detector on these towers.
+"""
+
+import keras
+from keras import ops
+
+from keras_vit.applications import common
+from keras_vit.applications.clip.layers import CausalPaddingMask, ContrastiveLogits, EndOfTextPooling
+from keras_vit.layers import PatchEmbedding, TransformerBlock
+from keras_vit.layers.token_embedding import TokenAndPositionEmbedding
+
+# Text towers: CLIP's B and L text transformers (49,408 BPE ids).
+CLIP_TEXT_VARIANTS = {
+    "pico": dict(width=64, depth=2, num_heads=2, mlp_dim=256),
+    "b": dict(width=512, depth=12, num_heads=8, mlp_dim=2048),
+    "l": dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+}
+# Vision towers: ViT-B/32, B/16 and L/14 as CLIP builds them (no bias on the patch projection).
+CLIP_VISION_VARIANTS = {
+    "pico16": dict(patch_size=16, width=64, depth=2, num_heads=2, mlp_dim=256),
+    "b32": dict(patch_size=32, width=768, depth=12, num_heads=12, mlp_dim=3072),
+    "b16": dict(patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072),
+    "l14": dict(patch_size=14, width=1024, depth=24, num_heads=16, mlp_dim=4096),
+}
+
+CLIP_VOCABULARY_SIZE = 49408
+
+
+def _blocks(x, prefix, depth, num_heads, mlp_dim, layer_norm_epsilon, dropout_rate, attention_mask=None):
+    """The towers' pre-norm quick-GELU blocks, named `{prefix}_block_{i}`: the prefix keeps the text and
+    vision variables apart in the detector, whatever the scope the towers are built or loaded in."""
+    for index in range(depth):
+        x = TransformerBlock(
+            num_heads,
+            mlp_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation="quick_gelu",
+            dropout_rate=dropout_rate,
+            name=f"{prefix}_block_{index}",
+        )(x, attention_mask=attention_mask)
+    return x
+
+
+def CLIPTextEncoder(
+    width=512,
+    depth=12,
+    num_heads=8,
+    mlp_dim=2048,
+    projection_dim=512,
+    vocabulary_size=CLIP_VOCABULARY_SIZE,
+    sequence_length=16,
+    layer_norm_epsilon=1e-5,
+    dropout_rate=0.0,
+    name="text_encoder",
+):
+    """CLIP's text tower: causal pre-norm transformer, final LayerNorm, pooled at `<|endoftext|>`.
+
+    Args:
+        width, depth, num_heads, mlp_dim: the transformer (CLIP B: 512, 12, 8, 2048).
+        projection_dim: width of the shared image-text embedding.
+        vocabulary_size: BPE ids (CLIP: 49,408; end-of-text is the largest id).
+        sequence_length: token positions (OWL-ViT: 16, CLIP: 77).
+
+    Returns a `keras.Model` taking `{"input_ids": (batch, length), "attention_mask":
+    (batch, length)}` (int, 1 on tokens, 0 on padding) and returning `{"tokens": (batch,
+    length, width), "embedding": (batch, projection_dim)}` (not normalized).
+    """
+    input_ids = keras.Input(shape=(sequence_length,), dtype="int32", name="input_ids")
+    attention_mask = keras.Input(shape=(sequence_length,), dtype="int32", name="attention_mask")
+    x = TokenAndPositionEmbedding(vocabulary_size, sequence_length, width, name="text_embedding")(input_ids)
+    mask = CausalPaddingMask(name="causal_padding_mask")(attention_mask)
+    x = _blocks(x, "text", depth, num_heads, mlp_dim, layer_norm_epsilon, dropout_rate, attention_mask=mask)
+    tokens = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="text_final_norm")(x)
+    pooled = EndOfTextPooling(name="text_pooling")(tokens, input_ids)
+    embedding = keras.layers.Dense(projection_dim, use_bias=False, name="text_projection")(pooled)
+    return keras.Model(
+        {"input_ids": input_ids, "attention_mask": attention_mask}, {"tokens": tokens, "embedding": embedding}, name=name
+    )
+
+
+def CLIPVisionEncoder(
+    patch_size=32,
+    width=768,
+    depth=12,
+    num_heads=12,
+    mlp_dim=3072,
+    projection_dim=512,
+    input_shape=None,
+    include_preprocessing=True,
+    layer_norm_epsilon=1e-5,
+    dropout_rate=0.0,
+    default_size=224,
+    name="vision_encoder",
+):
+    """CLIP's image tower: a ViT with a class token, a LayerNorm before the blocks
+    (`vision_pre_norm`) and one after (`vision_post_norm`), the class token projected.
+
+    Args:
+        patch_size, width, depth, num_heads, mlp_dim: the ViT (B/32: 32, 768, 12, 12, 3072).
+        projection_dim: width of the shared image-text embedding.
+        input_shape: `(height, width, 3)`, default `(default_size, default_size, 3)`.
+        include_preprocessing: inputs are [0, 255] pixels, normalized with CLIP's
+            statistics inside; False for already-normalized inputs.
+
+    Returns a `keras.Model` mapping images `(batch, H, W, 3)` to `{"tokens": (batch, 1 +
+    patches, width)` after `vision_post_norm` (class token first; OWL-ViT reads every token),
+    `"embedding": (batch, projection_dim)}` (the projected class token, not normalized).
+    """
+    input_shape = common.image_input_shape(name, input_shape, default_size, patch_size)
+    images = keras.Input(shape=input_shape, name="images")
+    x = common.preprocess(images, include_preprocessing, common.CLIP_MEAN, common.CLIP_STD)
+    x = PatchEmbedding(width, patch_size, use_bias=False, name="patch_embedding")(x)
+    x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="vision_pre_norm")(x)
+    x = _blocks(x, "vision", depth, num_heads, mlp_dim, layer_norm_epsilon, dropout_rate)
+    tokens = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="vision_post_norm")(x)
+    embedding = keras.layers.Dense(projection_dim, use_bias=False, name="visual_projection")(tokens[:, 0])
+    return keras.Model(images, {"tokens": tokens, "embedding": embedding}, name=name)
+
+
+def CLIP(text_encoder, vision_encoder, name="clip"):
+    """The contrastive image-text model over two towers.
+
+    Args:
+        text_encoder: a `CLIPTextEncoder` model.
+        vision_encoder: a `CLIPVisionEncoder` model with the same `projection_dim`.
+
+    Returns a `keras.Model` taking `{"images": (batch, H, W, 3), "input_ids": (batch,
+    length), "attention_mask": (batch, length)}` (one caption per image) and returning
+    `{"image_embedding": (batch, dim), "text_embedding": (batch, dim), "logits_per_image":
+    (batch, batch)}`: image `i` against every caption, `exp(scale) * cosine`.
+    """
+    image_dim, text_dim = vision_encoder.output["embedding"].shape[-1], text_encoder.output["embedding"].shape[-1]
+    if image_dim != text_dim:
+        raise ValueError(
+            f"CLIP: the vision tower projects to {image_dim} and the text tower to {text_dim}; build both "
+            "with the same projection_dim."
+        )
+    images = keras.Input(shape=vision_encoder.input_shape[1:], name="images")
+    text = {key: keras.Input(shape=tensor.shape[1:], dtype="int32", name=key) for key, tensor in text_encoder.input.items()}
+    image_embedding = vision_encoder(images)["embedding"]
+    text_embedding = text_encoder(text)["embedding"]
+    logits = ContrastiveLogits(name="contrastive_logits")(image_embedding, text_embedding)
+    outputs = {"image_embedding": image_embedding, "text_embedding": text_embedding, "logits_per_image": logits}
+    return keras.Model({"images": images, **text}, outputs, name=name)
+
+
+def clip_contrastive_loss(logits_per_image):
+    """CLIP's symmetric cross-entropy: image `i` belongs with caption `i` and vice versa.
+    `logits_per_image` `(batch, batch)` -> scalar."""
+    labels = ops.arange(ops.shape(logits_per_image)[0])
+    per_image = keras.losses.sparse_categorical_crossentropy(labels, logits_per_image, from_logits=True)
+    per_text = keras.losses.sparse_categorical_crossentropy(labels, ops.transpose(logits_per_image), from_logits=True)
+    return (ops.mean(per_image) + ops.mean(per_text)) / 2.0
