@@ -14,6 +14,16 @@ from keras_vit.applications.registry import (
 )
 from keras_vit.applications.detr import DETR, DETRPico, DETRResNet50, DETRResNet101, DetrDetector
 from keras_vit.applications.igpt import ImageGPT, ImageGPTLarge, ImageGPTMedium, ImageGPTPico, ImageGPTSmall
+from keras_vit.applications.owl_vit import (
+    OWLViT,
+    OWLViTBase16,
+    OWLViTBase32,
+    OWLViTLarge14,
+    OWLViTPico,
+    OWLv2Base16,
+    OWLv2Large14,
+    OwlViTDetector,
+)
 from keras_vit.applications.mvit import MViTBase16, MViTv2, MViTv2Base, MViTv2Large, MViTv2Small, MViTv2Tiny
 from keras_vit.applications.resnet import (
     LRNet26,

@@ -174,6 +174,67 @@ class EmbedTokens(_CallAdapter):
         return x + keras.ops.cast(self.inner(tokens), x.dtype)
 
 
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class MaskedMean(_CallAdapter):
+    """For an attention-mask layer: a 0/1 token mask from the sign of `x`'s first channel, the
+    layer's boolean `(batch, 1, T, T)` mask, and `x` plus each query's share of visible keys."""
+
+    def call(self, x):
+        mask = self.inner(keras.ops.cast(x[..., 0] > 0, "int32"))
+        return x + keras.ops.mean(keras.ops.cast(mask[:, 0], x.dtype), axis=-1)[..., None]
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class PoolAtLargestToken(_CallAdapter):
+    """For end-of-text pooling: token ids in [0, 8) from `x`'s first channel, the pooled `(batch, C)`."""
+
+    def call(self, x):
+        tokens = keras.ops.cast(keras.ops.floor(keras.ops.abs(x[..., 0]) * 4.0), "int32") % 8
+        return self.inner(x, tokens)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class CompareWithOwnTokens(_CallAdapter):
+    """For image-query similarity layers: `x` `(batch, T, C)` against its first 3 tokens as
+    queries, cast back to `x`'s dtype (such layers return float32 logits): `(batch, T, 3)`,
+    or `(batch, 3)` for a layer that compares the first token only (`first_token_only`)."""
+
+    def __init__(self, inner, first_token_only=False, **kwargs):
+        super().__init__(inner, **kwargs)
+        self.first_token_only = first_token_only
+
+    def call(self, x):
+        if self.first_token_only:
+            return keras.ops.cast(self.inner(x[:, 0], x[:, :3]), x.dtype)
+        logits, _ = self.inner(x, x[:, :3])
+        return keras.ops.cast(logits, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 3) if self.first_token_only else (*input_shape[:2], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "first_token_only": self.first_token_only}
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class CastToInput(_CallAdapter):
+    """`inner(x)` cast to `x`'s dtype, for layers whose outputs are float32 by design (box coordinates)."""
+
+    def call(self, x):
+        return keras.ops.cast(self.inner(x), x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class SplitAndRejoinQueries(_CallAdapter):
+    """For the query unflattening layer: `x` `(batch, T, C)` flattened to `(batch * T, C)` and back."""
+
+    def call(self, x):
+        return self.inner(keras.ops.reshape(x, (-1, x.shape[-1])), x)
+
+
 class TrainableInputScale(keras.layers.Layer):
     """`x * scale`, one learned factor per channel starting at 1: a weight in front of a weightless layer."""
 

@@ -9,7 +9,18 @@ import pytest
 
 import keras_vit  # noqa: F401  (registers every layer)
 from tests.layers import layer_test_case as lt
-from tests.layers.layer_test_case import AddPositionEmbedding, AddRelativeBias, AttendToItself, EmbedTokens, LayerCase
+from tests.layers.layer_test_case import (
+    AddPositionEmbedding,
+    AddRelativeBias,
+    AttendToItself,
+    CastToInput,
+    CompareWithOwnTokens,
+    EmbedTokens,
+    LayerCase,
+    MaskedMean,
+    PoolAtLargestToken,
+    SplitAndRejoinQueries,
+)
 
 CASES = [
     LayerCase("Bottleneck", dict(filters=8, width=4, strides=2), (2, 8, 8, 4), (2, 4, 4, 8)),
@@ -20,6 +31,19 @@ CASES = [
         (2, 2, 4, 4),
         adapter=AddRelativeBias,
     ),
+    LayerCase("CausalPaddingMask", dict(), (2, 5, 8), (2, 5, 8), adapter=MaskedMean, weightless=True),
+    LayerCase(
+        "ContrastiveLogits",
+        dict(),
+        (2, 5, 8),
+        (2, 3),
+        adapter=lambda layer: CompareWithOwnTokens(layer, first_token_only=True),
+    ),
+    LayerCase("EndOfTextPooling", dict(), (2, 5, 8), (2, 8), adapter=PoolAtLargestToken, weightless=True),
+    LayerCase("GridBoxes", dict(grid_size=(2, 3)), (2, 6, 4), (2, 6, 4), adapter=CastToInput, weightless=True),
+    LayerCase("OwlClassHead", dict(embedding_dim=8), (2, 5, 8), (2, 5, 3), adapter=CompareWithOwnTokens),
+    LayerCase("PredictionMlp", dict(output_dim=4), (2, 5, 8), (2, 5, 4)),
+    LayerCase("UnflattenQueries", dict(), (2, 5, 8), (2, 5, 8), adapter=SplitAndRejoinQueries, weightless=True),
     LayerCase("CausalSelfAttention", dict(num_heads=2, use_bias=False), (2, 5, 8), (2, 5, 8)),
     LayerCase("CosineAttention", dict(num_heads=2), (2, 5, 8), (2, 5, 8)),
     LayerCase(
@@ -70,7 +94,7 @@ CASES = [
         ),
     ),
     LayerCase(
-        "PixelEmbedding",
+        "TokenAndPositionEmbedding",
         dict(vocabulary_size=8, max_positions=6, hidden_dim=8),
         (2, 5, 8),
         (2, 5, 8),
