@@ -17,7 +17,8 @@ _PREDICT = (
 )
 _DETECTION = (
     "CocoEvaluationCallback", "DetectionEvaluator", "detection_records", "draw_detections", "evaluate_detector",
-    "plot_validation_predictions", "post_process_detections", "save_prediction_grid", "write_detections_json",
+    "plot_validation_predictions", "post_process_detections", "post_process_open_vocabulary", "save_prediction_grid",
+    "write_detections_json",
 )
 _COCO_METRICS = ("CocoGroundTruth", "coco_evaluate", "ground_truth_from_batch")
 _DETECT = ("detect_images", "load_detection_images")

@@ -159,7 +159,7 @@ def scale_boxes(boxes, image_sizes):
     return boxes * scale[:, None, :]
 
 
-def coco_evaluate(predictions, ground_truth, label_to_category=None, image_ids=None, verbose=False):
+def coco_evaluate(predictions, ground_truth, label_to_category=None, image_ids=None, verbose=False, category_ids=None):
     """COCO box AP and AR of `predictions` against `ground_truth`, via pycocotools' `COCOeval`.
 
     Args:
@@ -172,6 +172,8 @@ def coco_evaluate(predictions, ground_truth, label_to_category=None, image_ids=N
         image_ids: the images to evaluate; None for every image of the ground truth
             (an image without predictions then counts as all missed).
         verbose: print pycocotools' messages and summary table.
+        category_ids: evaluate only these categories (e.g. those held out in training);
+            None for every category of the ground truth.
 
     Returns a dict of floats: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs,
     ARm, ARl; -1.0 where the ground truth has no object of that kind (COCO's convention).
@@ -184,6 +186,8 @@ def coco_evaluate(predictions, ground_truth, label_to_category=None, image_ids=N
         detections = truth.loadRes(results) if results else _empty_results(truth)
         evaluator = COCOeval(truth, detections, iouType="bbox")
         evaluator.params.imgIds = image_ids
+        if category_ids is not None:
+            evaluator.params.catIds = sorted(int(category) for category in category_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

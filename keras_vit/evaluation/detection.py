@@ -63,7 +63,40 @@ def post_process_detections(outputs, image_sizes, threshold=0.0, top_k=None):
     return results
 
 
-def _output_arrays(outputs):
+def post_process_open_vocabulary(outputs, image_sizes, threshold=0.0, top_k=100):
+    """Pixel boxes, scores and query labels per image of an open-vocabulary detector (OWL-ViT).
+
+    Every (token, query) pair is a candidate scored `sigmoid(logit)`, so a box may be kept for
+    several queries (COCO / LVIS evaluation scores each category on its own; transformers'
+    `post_process_object_detection` keeps only each token's best query, which hides a
+    category under a better-scored one). Padded queries score 0.
+
+    Args:
+        outputs: dict with "logits" `(B, tokens, queries)` and "pred_boxes" `(B, tokens, 4)`.
+        image_sizes: `(B, 2)` (height, width) the normalized boxes refer to.
+        threshold: minimum score, in [0, 1].
+        top_k: at most this many detections per image, highest scores first (COCO counts 100).
+
+    Returns a list of B dicts: "boxes" float32 `(n, 4)` pixel xyxy, "scores" float32 `(n,)`,
+    "labels" int64 `(n,)` query indices.
+    """
+    logits, boxes = _output_arrays(outputs, open_vocabulary=True)
+    sizes = _image_sizes(image_sizes, len(logits))
+    _check_threshold(threshold, top_k)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+    corners = scale_boxes(center_to_corners(boxes), sizes)
+    queries = logits.shape[-1]
+    results = []
+    for score, box in zip(scores.reshape(len(scores), -1), corners):
+        keep = np.flatnonzero(score > threshold)
+        keep = keep[np.argsort(-score[keep], kind="stable")]
+        if top_k is not None:
+            keep = keep[:top_k]
+        results.append({"boxes": box[keep // queries], "scores": score[keep], "labels": (keep % queries).astype(np.int64)})
+    return results
+
+
+def _output_arrays(outputs, open_vocabulary=False):
     """float32 logits `(B, Q, C + 1)` and boxes `(B, Q, 4)` of a model's output dict."""
     if not isinstance(outputs, dict) or "logits" not in outputs or "pred_boxes" not in outputs:
         got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
@@ -72,7 +105,7 @@ def _output_arrays(outputs):
         )
     logits = np.asarray(keras.ops.convert_to_numpy(outputs["logits"]), np.float32)
     boxes = np.asarray(keras.ops.convert_to_numpy(outputs["pred_boxes"]), np.float32)
-    if logits.ndim != 3 or logits.shape[-1] < 2 or boxes.shape != (*logits.shape[:2], 4):
+    if logits.ndim != 3 or logits.shape[-1] < (1 if open_vocabulary else 2) or boxes.shape != (*logits.shape[:2], 4):
         raise ValueError(
             f"Detection outputs must be logits (batch, queries, classes + 1) and pred_boxes (batch, queries, 4); "
             f"got shapes {logits.shape} and {boxes.shape}."
@@ -108,11 +141,17 @@ class DetectionEvaluator:
         label_to_category: with a COCO file, the category id of each label (a dict
             or a sequence indexed by label); None for the identity.
         num_classes: with ground_truth None, the number of classes (else the labels seen).
-        threshold: the minimum score kept by `post_process_detections`.
+        threshold: the minimum score kept by `post_process`.
         verbose: print pycocotools' summary table.
+        post_process: outputs -> detections, `post_process_detections` (DETR) or
+            `post_process_open_vocabulary` (OWL-ViT: labels are query indices).
+        label_groups: optional {name: labels}; `result()` then also gives each group's
+            metrics, prefixed `{name}_` (e.g. AP on the categories seen in training and on
+            the unseen ones).
     """
 
-    def __init__(self, ground_truth=None, label_to_category=None, num_classes=None, threshold=0.0, verbose=False):
+    def __init__(self, ground_truth=None, label_to_category=None, num_classes=None, threshold=0.0, verbose=False,
+                 post_process=None, label_groups=None):
         if ground_truth is None and label_to_category is not None:
             raise ValueError(
                 "label_to_category maps labels to the category ids of a COCO annotation file; without ground_truth "
@@ -124,6 +163,8 @@ class DetectionEvaluator:
         self.num_classes = num_classes
         self.threshold = threshold
         self.verbose = verbose
+        self.post_process = post_process or post_process_detections
+        self.label_groups = {name: [int(label) for label in labels] for name, labels in (label_groups or {}).items()}
         self.reset()
 
     def reset(self):
@@ -134,7 +175,7 @@ class DetectionEvaluator:
     def update(self, y, outputs):
         """Adds a batch: its `y` (see `keras_vit.data` detection batches) and the model's outputs on its `x`."""
         image_ids = [int(i) for i in np.asarray(y["image_id"]).reshape(-1)]
-        detections = post_process_detections(outputs, y["image_size"], self.threshold)
+        detections = self.post_process(outputs, y["image_size"], self.threshold)
         if len(image_ids) != len(detections):
             raise ValueError(f"y has {len(image_ids)} image ids but the outputs {len(detections)} images.")
         repeated = sorted({i for i in image_ids if i in self._predictions or image_ids.count(i) > 1})
@@ -152,14 +193,25 @@ class DetectionEvaluator:
         if not self._predictions:
             raise ValueError("No batch was evaluated: the dataset is empty. Check the validation split.")
         truth = self._built_truth if self.ground_truth is None else self.ground_truth
-        return coco_evaluate(self._predictions, truth, self.label_to_category, list(self._predictions), self.verbose)
+        images = list(self._predictions)
+        metrics = coco_evaluate(self._predictions, truth, self.label_to_category, images, self.verbose)
+        for name, labels in self.label_groups.items():
+            categories = [self._category(label) for label in labels]
+            group = coco_evaluate(self._predictions, truth, self.label_to_category, images, self.verbose, categories)
+            metrics.update({f"{name}_{key}": value for key, value in group.items()})
+        return metrics
+
+    def _category(self, label):
+        mapping = self.label_to_category
+        return label if mapping is None else int(mapping[label])
 
 
 def evaluate_detector(model, dataset, ground_truth=None, label_to_category=None, num_classes=None, threshold=0.0,
-                      steps=None, progress=False, verbose=False):
+                      steps=None, progress=False, verbose=False, post_process=None, label_groups=None):
     """COCO mAP of `model` on a detection dataset of `(x, y)` batches (see `DetectionEvaluator`
     for the other arguments; `steps` stops after that many batches). Returns `coco_evaluate`'s dict."""
-    evaluator = DetectionEvaluator(ground_truth, label_to_category, num_classes, threshold, verbose)
+    evaluator = DetectionEvaluator(ground_truth, label_to_category, num_classes, threshold, verbose, post_process,
+                                   label_groups)
     bar = keras.utils.Progbar(steps or _num_batches(dataset), unit_name="batch") if progress else None
     for step, (x, y) in enumerate(_batches(dataset, steps), start=1):
         evaluator.update(y, model.predict_on_batch(x))
@@ -191,14 +243,15 @@ class CocoEvaluationCallback(keras.callbacks.Callback):
         dataset: `(x, y)` detection batches (a finite tf.data dataset or an iterable).
         every: evaluate every this many epochs, and after the last one; other epochs
             get no `val_AP*` keys (like `fit(validation_freq=...)`).
-        ground_truth, label_to_category, num_classes, threshold: see `DetectionEvaluator`.
+        ground_truth, label_to_category, num_classes, threshold, post_process,
+            label_groups: see `DetectionEvaluator`.
         steps: batches per evaluation (None: the whole dataset).
         prefix: prepended to the metric names in the logs.
         verbose: print pycocotools' summary table.
     """
 
     def __init__(self, dataset, every=1, ground_truth=None, label_to_category=None, num_classes=None,
-                 threshold=0.0, steps=None, prefix="val_", verbose=False):
+                 threshold=0.0, steps=None, prefix="val_", verbose=False, post_process=None, label_groups=None):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive int (epochs between evaluations), got {every!r}.")
@@ -209,7 +262,8 @@ class CocoEvaluationCallback(keras.callbacks.Callback):
         self.steps = steps
         self.prefix = prefix
         self.verbose = verbose
-        self._evaluator = DetectionEvaluator(ground_truth, label_to_category, num_classes, threshold, verbose)
+        self._evaluator = DetectionEvaluator(ground_truth, label_to_category, num_classes, threshold, verbose,
+                                             post_process, label_groups)
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.params.get("epochs") if self.params else None

@@ -17,7 +17,8 @@ PUBLISHED = {
     "vit_h14": 632_045_800, "vit_r26_s32": 36_431_912, "vit_r50_b16": 98_659_112, "vit_r50_l32": 328_994_856,
     "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swin_b_384": 87_903_584,
     "swin_l": 196_532_476, "swinv2_t": 28_347_154, "swinv2_s": 49_728_418, "swinv2_b": 87_918_816,
-    "resnet50": 25_557_032,
+    "resnet50": 25_557_032, "owlvit_b32": 153_231_879, "owlvit_b16": 152_789_511, "owlvit_l14": 433_888_519,
+    "owlv2_b16": 154_966_792, "owlv2_l14": 437_610_760,
 }
 
 
@@ -43,10 +44,12 @@ def test_list_models_by_pattern_and_task():
     assert keras_vit.list_models("swinv2_*") == sorted(n for n in keras_vit.list_models() if n.startswith("swinv2_"))
     detectors = ["detr_pico", "detr_r101", "detr_r50"]
     generators = ["igpt_l", "igpt_m", "igpt_pico", "igpt_s"]
+    open_vocabulary = ["owlv2_b16", "owlv2_l14", "owlvit_b16", "owlvit_b32", "owlvit_l14", "owlvit_pico"]
     assert keras_vit.list_models(task="detection") == detectors
     assert keras_vit.list_models(task="generation") == generators
+    assert keras_vit.list_models(task="open_vocabulary_detection") == open_vocabulary
     assert keras_vit.list_models(task="classification") == [
-        n for n in keras_vit.list_models() if n not in detectors + generators
+        n for n in keras_vit.list_models() if n not in detectors + generators + open_vocabulary
     ]
 
 

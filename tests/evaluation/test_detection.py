@@ -25,6 +25,7 @@ from keras_vit.evaluation import (
     evaluate_detector,
     plot_validation_predictions,
     post_process_detections,
+    post_process_open_vocabulary,
     save_prediction_grid,
     write_detections_json,
 )
@@ -327,6 +328,39 @@ def test_evaluator_over_batches_perfect_and_degraded():
     assert evaluator.result()["AP"] < 0.5
     with pytest.raises(ValueError, match="seen twice"):
         evaluator.update(batches[0][1], batches[0][2])
+
+
+@agnostic
+def test_open_vocabulary_post_process_scores_every_token_and_query():
+    minimum = float(np.finfo("float32").min)  # a padded query
+    logits = np.array([[[2.0, 0.0, minimum], [-1.0, 3.0, minimum], [-5.0, -4.0, minimum]]], "float32")
+    boxes = np.array([[[0.5, 0.5, 0.2, 0.4], [0.25, 0.25, 0.5, 0.5], [0.9, 0.9, 0.1, 0.1]]], "float32")
+    (found,) = post_process_open_vocabulary({"logits": logits, "pred_boxes": boxes}, [[100, 200]], threshold=0.4)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))
+    # (token, query) pairs above 0.4, best first: (1, 1), (0, 0), (0, 1); a token may carry several queries.
+    np.testing.assert_allclose(found["scores"], sigmoid(np.array([3.0, 2.0, 0.0])), rtol=1e-6)
+    np.testing.assert_array_equal(found["labels"], [1, 0, 1])
+    np.testing.assert_allclose(found["boxes"][0], [0.0, 0.0, 100.0, 50.0], atol=1e-4)  # (x1, y1, x2, y2) in pixels
+    np.testing.assert_allclose(found["boxes"][1], found["boxes"][2])
+    (everything,) = post_process_open_vocabulary({"logits": logits, "pred_boxes": boxes}, [[100, 200]], top_k=4)
+    assert len(everything["scores"]) == 4 and 2 not in everything["labels"]  # padded queries score 0
+
+
+@agnostic
+def test_label_groups_give_the_metrics_of_each_group():
+    y = {"boxes": np.array([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]], "float32"),
+         "labels": np.array([[0, 1]]), "valid": np.ones((1, 2), "float32"),
+         "image_id": np.array([1]), "image_size": np.array([[100, 100]])}
+    logits = np.full((1, 2, 2), -10.0, "float32")
+    logits[0, 0, 0] = 5.0  # token 0 finds the label-0 object where it is
+    logits[0, 1, 1] = 5.0  # token 1 calls label 1 at a box far from the label-1 object
+    boxes = np.array([[[0.3, 0.3, 0.2, 0.2], [0.1, 0.9, 0.1, 0.1]]], "float32")
+    evaluator = DetectionEvaluator(num_classes=2, post_process=post_process_open_vocabulary,
+                                   label_groups={"seen": [0], "unseen": [1]})
+    evaluator.update(y, {"logits": logits, "pred_boxes": boxes})
+    metrics = evaluator.result()
+    assert metrics["seen_AP"] == pytest.approx(1.0) and metrics["unseen_AP"] == pytest.approx(0.0)
+    assert metrics["AP"] == pytest.approx(0.5)
 
 
 @agnostic

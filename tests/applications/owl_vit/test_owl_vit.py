@@ -110,7 +110,12 @@ def test_equals_transformers_for_image_queries(transformers_owl):
     assert_parity(query_boxes, expected.query_pred_boxes, "query boxes")
 
 
-def test_published_parameter_counts_are_registered():
-    # Full-size builds run in the slow parameter-count test (test_registry); here the registry metadata.
-    assert keras_vit.model_info("owlvit_b32").params == 153_231_879
-    assert keras_vit.model_info("owlv2_l14").task == "open_vocabulary_detection"
+@pytest.mark.slow
+@pytest.mark.backend_agnostic
+def test_published_parameter_counts():
+    published = {"owlvit_b32": 153_231_879, "owlvit_b16": 152_789_511, "owlvit_l14": 433_888_519,
+                 "owlv2_b16": 154_966_792, "owlv2_l14": 437_610_760}
+    for name, params in published.items():
+        assert keras_vit.model_info(name).params == params
+        assert keras_vit.create_model(name).count_params() == params, name
+        keras.backend.clear_session()
