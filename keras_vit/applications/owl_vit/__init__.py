@@ -1,5 +1,6 @@
 """The OWL-ViT family: open-vocabulary detection from text or image queries on CLIP towers."""
 
+from keras_vit.applications.owl_vit.loss import OWLViTLoss
 from keras_vit.applications.owl_vit.model import (
     OWL_VIT_VARIANTS,
     OWLViT,

@@ -22,6 +22,7 @@ from keras_vit.applications.clip.model import (
     CLIPVisionEncoder,
 )
 from keras_vit.applications.owl_vit import detect as detection
+from keras_vit.applications.owl_vit.loss import OWLViTLoss
 from keras_vit.applications.owl_vit.layers import (
     GridBoxes,
     OwlClassHead,
@@ -123,8 +124,8 @@ class OwlViTDetector(keras.Model):
         return detection.embed_queries(self, queries, tokenizer)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """A loss with a `y_pred` dict contract (`OWLViTLoss`) reads the whole output dict."""
-        if getattr(self.loss, "reads_output_dict", False):
+        """`OWLViTLoss` reads the whole output dict; any other compiled loss goes through Keras."""
+        if isinstance(self.loss, OWLViTLoss):
             loss = self.loss(y, y_pred)
             return loss + ops.sum(self.losses) if self.losses else loss
         return super().compute_loss(x, y, y_pred, sample_weight, training)
