@@ -11,6 +11,12 @@ from keras_vit.data.coco import read_coco_annotations
 from keras_vit.data.detection import DetectionInfo
 from keras_vit.data.detection import load_detection_dataset
 from keras_vit.data.detection import tfds_detection_record
+from keras_vit.data.open_vocabulary import DEFAULT_UNSEEN
+from keras_vit.data.open_vocabulary import SHAPES_CATEGORIES
+from keras_vit.data.open_vocabulary import CaptionInfo
+from keras_vit.data.open_vocabulary import OpenVocabularyInfo
+from keras_vit.data.open_vocabulary import load_caption_dataset
+from keras_vit.data.open_vocabulary import load_open_vocabulary_dataset
 from keras_vit.data.palette import fit_palette
 from keras_vit.data.palette import load_palette
 from keras_vit.data.palette import quantize_numpy

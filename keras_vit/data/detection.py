@@ -11,7 +11,9 @@ and returns padded batches `(x, y)` for `model.fit`:
 - `x["pixel_mask"]`: float32 `(batch, H, W)`, 1 on the image, 0 on padding;
 - `y["boxes"]`: float32 `(batch, max_objects, 4)` normalized
   `(cx, cy, w, h)` relative to the unpadded resized image;
-- `y["labels"]`: int32 `(batch, max_objects)`, 0 where padded;
+- `y["labels"]`: int32 `(batch, max_objects)`, 0 where padded (with
+  `label_features`, the index of the combination of several of the objects'
+  class features, e.g. color and shape);
 - `y["valid"]`: float32 `(batch, max_objects)`, 1 for a real object;
 - `y["image_id"]`: int64 `(batch,)`, the image's id in its source (COCO
   image id, example index for `shapes_detection`);
@@ -31,6 +33,7 @@ backend. Nothing is ever downloaded.
 
 import dataclasses
 import difflib
+import itertools
 import os
 import re
 from typing import Callable
@@ -116,6 +119,7 @@ def load_detection_dataset(
     crop_probability=0.5,
     max_objects=100,
     num_classes=None,
+    label_features=("label",),
     pad_to=None,
     seed=0,
     shuffle_buffer=None,
@@ -153,6 +157,12 @@ def load_detection_dataset(
             of queries.
         num_classes: the model's number of classes, if given: a dataset whose
             labels reach it is an error.
+        label_features: the ClassLabel features of a TFDS dataset's `objects`
+            that make the label. Several give one class per combination, first
+            feature major, named by their names joined with spaces:
+            `("color", "label")` on `shapes_detection` gives the 48 classes
+            "red circle", "red square", ..., "black ring" (label
+            `color * 6 + shape`).
         pad_to: `(height, width)` (or one int) to pad every batch to, for
             static shapes (XLA on TPU; use it with `drop_remainder=True`).
             It must be at least `max_size` both ways. None pads each batch to
@@ -177,26 +187,16 @@ def load_detection_dataset(
         scales = _scaled(DETR_SCALES, image_size)
     pad_to = _check_options(image_size, max_size, scales, batch_size, crop_probability,
                             max_objects, pad_to, shuffle_buffer)
-    source = _source(name, split, data_dir, training, seed, max_objects)
-    if source.max_objects is not None and source.max_objects > max_objects:
-        raise ValueError(
-            f"Images of {name!r} hold up to {source.max_objects} objects, more than "
-            f"max_objects={max_objects}. Raise max_objects to at least "
-            f"{source.max_objects} (it must stay <= the model's number of queries)."
-        )
+    if drop_remainder is None:
+        drop_remainder = training
+    source = _source(name, split, data_dir, training, seed, max_objects, label_features)
+    _check_source(source, name, split, max_objects=max_objects, batch_size=batch_size,
+                  drop_remainder=drop_remainder)
     if num_classes is not None and len(source.class_names) > num_classes:
         raise ValueError(
             f"{name!r} has labels up to {len(source.class_names) - 1} "
             f"({len(source.class_names)} classes), which reach num_classes="
             f"{num_classes}. Build the model with classes={len(source.class_names)}."
-        )
-    if drop_remainder is None:
-        drop_remainder = training
-    if drop_remainder and source.num_examples < batch_size:
-        raise ValueError(
-            f"Split {split!r} of {name!r} has {source.num_examples} images, fewer "
-            f"than batch_size={batch_size}, so dropping the remainder leaves no "
-            "batch. Use a smaller batch_size or drop_remainder=False."
         )
     info = DetectionInfo(
         name=str(name),
@@ -312,9 +312,32 @@ def _check_options(image_size, max_size, scales, batch_size, crop_probability,
     return pad_to
 
 
-def _source(name, split, data_dir, training, seed, max_objects):
+def _check_source(source, name, split, *, max_objects, batch_size, drop_remainder):
+    """Checks `max_objects` and `batch_size` against what `source` holds."""
+    if source.max_objects is not None and source.max_objects > max_objects:
+        raise ValueError(
+            f"Images of {name!r} hold up to {source.max_objects} objects, more than "
+            f"max_objects={max_objects}. Raise max_objects to at least "
+            f"{source.max_objects} (it must stay <= the model's number of queries)."
+        )
+    if drop_remainder and source.num_examples < batch_size:
+        raise ValueError(
+            f"Split {split!r} of {name!r} has {source.num_examples} images, fewer "
+            f"than batch_size={batch_size}, so dropping the remainder leaves no "
+            "batch. Use a smaller batch_size or drop_remainder=False."
+        )
+
+
+def _source(name, split, data_dir, training, seed, max_objects, label_features=("label",)):
+    label_features = (label_features,) if isinstance(label_features, str) else tuple(label_features)
     path = os.path.expanduser(str(name))
     if os.path.exists(path):
+        if label_features != ("label",):
+            raise ValueError(
+                f"label_features={label_features} needs a TFDS dataset whose objects have those "
+                f"features; the labels of the COCO files {name!r} are their category ids. Leave "
+                "label_features at ('label',)."
+            )
         json_path, image_dir = coco.find_coco_files(path, split)
         return _coco_source(json_path, image_dir, max_objects)
     if path.lower().endswith(".json"):
@@ -322,7 +345,7 @@ def _source(name, split, data_dir, training, seed, max_objects):
             f"Annotation file {name!r} does not exist. Pass the path of a COCO "
             "instances JSON, a COCO-format folder, or a TFDS dataset name."
         )
-    return _tfds_source(name, split, data_dir, training, seed)
+    return _tfds_source(name, split, data_dir, training, seed, label_features)
 
 
 def _coco_source(json_path, image_dir, max_objects):
@@ -366,7 +389,7 @@ def _coco_source(json_path, image_dir, max_objects):
     )
 
 
-def _tfds_source(name, split, data_dir, training, seed):
+def _tfds_source(name, split, data_dir, training, seed, label_features=("label",)):
     """Reads a TFDS detection dataset; prepares `shapes_detection` on first use."""
     dataset_name = _dataset_name(name)
     known = tfds.list_builders(with_community_datasets=False)
@@ -391,6 +414,7 @@ def _tfds_source(name, split, data_dir, training, seed):
             "features 'image' and 'objects' with 'bbox' and a ClassLabel 'label' "
             f"(as coco/2017), got {sorted(features.keys())}."
         )
+    label_classes = _class_features(name, features["objects"], label_features)
     if not builder.is_prepared():
         if not is_shapes:
             raise ValueError(
@@ -413,14 +437,16 @@ def _tfds_source(name, split, data_dir, training, seed):
     )
 
     def load(record):
-        item = tfds_detection_record(record["example"], record["index"])
+        example = record["example"]
+        objects = {**example["objects"], "label": _combined_label(example["objects"], label_classes)}
+        item = tfds_detection_record({**example, "objects": objects}, record["index"])
         item["image"] = pipeline._decode(item["image"])
         return item
 
     return _Source(
         records=records.enumerate().map(lambda index, example: {"index": index, "example": example}),
         load=load,
-        class_names=label_feature.names,
+        class_names=_combined_names(label_classes),
         num_examples=builder.info.splits[split].num_examples,
         max_objects=shapes_detection.MAX_OBJECTS if is_shapes else None,
     )
@@ -437,12 +463,50 @@ def _label_feature(features):
     return label if isinstance(label, tfds.features.ClassLabel) else None
 
 
+def _class_features(name, objects, label_features):
+    """`{key: ClassLabel}` of `objects` for each of `label_features`, checked."""
+    known = [key for key in objects.keys() if isinstance(objects[key], tfds.features.ClassLabel)]
+    if not label_features or any(key not in known for key in label_features):
+        raise ValueError(
+            f"label_features={label_features} must name ClassLabel features of the objects "
+            f"of {name!r}, which has {known}; pass e.g. ('label',)."
+        )
+    return {key: objects[key] for key in label_features}
+
+
+def _combined_names(classes):
+    """The name of each combination of `classes` (`{key: ClassLabel}`): "red circle"."""
+    return [" ".join(names) for names in itertools.product(*(feature.names for feature in classes.values()))]
+
+
+def _combined_label(objects, classes):
+    """The index of each object's combination of `classes` (`{key: ClassLabel}`), first key major."""
+    label = tf.zeros_like(tf.cast(objects["label"], tf.int64))
+    for key, feature in classes.items():
+        label = label * feature.num_classes + tf.cast(objects[key], tf.int64)
+    return label
+
+
+def _examples(source, transform, *, training, seed, shuffle_buffer):
+    """`transform(item, seed)` of each of `source`'s loaded records. When training, the
+    records are shuffled and each gets a new stateless seed pair (else seed is None)."""
+    if not training:
+        return source.records.map(lambda record: transform(source.load(record), None),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    buffer = shuffle_buffer or min(_MAX_SHUFFLE_BUFFER, source.num_examples)
+    records = source.records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(records, seeds).map(
+        lambda record, pair: transform(source.load(record), pair), num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
 def _batches(source, sizes, *, name, training, batch_size, max_objects, pad_to, seed,
              shuffle_buffer, drop_remainder):
     """Shuffles (when training), transforms and pads `source`'s records."""
 
-    def example(record, seed=None):
-        item = _clean(source.load(record), max_objects, name)
+    def example(item, seed):
+        item = _clean(item, max_objects, name)
         item["original_size"] = tf.shape(item["image"])[:2]
         if training:
             item = _augment(item, seed, sizes)
@@ -450,14 +514,7 @@ def _batches(source, sizes, *, name, training, batch_size, max_objects, pad_to, 
             item["image"] = _resize(item["image"], sizes.image_size, sizes.max_size)
         return _to_outputs(item)
 
-    records = source.records
-    if training:
-        buffer = shuffle_buffer or min(_MAX_SHUFFLE_BUFFER, source.num_examples)
-        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(records, seeds).map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = records.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = _examples(source, example, training=training, seed=seed, shuffle_buffer=shuffle_buffer)
     image_shape = list(pad_to) if pad_to else [None, None]
     dataset = dataset.padded_batch(
         batch_size,

@@ -127,6 +127,23 @@ def test_shapes_eval_batches(shapes_detection_dir):
         np.testing.assert_array_equal(y["boxes"][i, n:], 0)
 
 
+def test_label_features_combine_color_and_shape(shapes_detection_dir):
+    dataset, info = load_detection_dataset(
+        "shapes_detection/small", "test", data_dir=shapes_detection_dir, batch_size=16, max_objects=6,
+        label_features=("color", "label"),
+    )
+    assert info.num_classes == 48 and info.class_names[:2] == ["red circle", "red square"]
+    x, y = next(iter(dataset))
+    for i in range(16):
+        objects = render_detection_example(i, "test")["objects"]
+        n = len(objects["label"])
+        labels = y["labels"].numpy()[i, :n]
+        np.testing.assert_array_equal(labels, objects["color"] * len(SHAPE_NAMES) + objects["label"])
+        assert [info.class_names[label] for label in labels] == objects["caption"]
+    with pytest.raises(ValueError, match=r"label_features=\('colour',\) must name ClassLabel features.*'color'"):
+        load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_dir, label_features=("colour",))
+
+
 def test_shapes_train_batches_are_seeded_and_augmented(shapes_detection_dir):
     def first(seed):
         dataset, _ = load_detection_dataset(
@@ -400,6 +417,8 @@ def test_too_many_objects_or_classes(tmp_path, shapes_detection_dir):
     message = r"img0.png' \(id 100\).*3 boxes.*max_objects=2.*Raise max_objects to at least 3"
     with pytest.raises(ValueError, match=message):
         load_detection_dataset(str(tmp_path), max_objects=2)
+    with pytest.raises(ValueError, match=r"label_features=\('color',\) needs a TFDS dataset.*category ids"):
+        load_detection_dataset(str(tmp_path), label_features="color")
     with pytest.raises(ValueError, match=r"up to 6 objects, more than max_objects=5"):
         load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_dir, max_objects=5)
     with pytest.raises(ValueError, match=r"labels up to 4 \(5 classes\).*num_classes=4.*classes=5"):

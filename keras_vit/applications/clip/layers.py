@@ -46,7 +46,7 @@ class EndOfTextPooling(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ContrastiveLogits(keras.layers.Layer):
     """`exp(logit_scale) * cos(image, text)`: CLIP's image-text logits, with the learned
-    temperature (initialized to 1 / 0.07, as CLIP).
+    temperature (initialized to 1 / 0.07 and clipped at 100, as CLIP trains it).
 
     Call arguments:
         image_embeddings: `(images, dim)`.
@@ -72,7 +72,7 @@ class ContrastiveLogits(keras.layers.Layer):
             similarity = ops.matmul(image, ops.transpose(text))
         else:
             similarity = ops.einsum("bd,bqd->bq", image, text)
-        return similarity * ops.exp(ops.cast(self.logit_scale, "float32"))
+        return similarity * ops.exp(ops.minimum(ops.cast(self.logit_scale, "float32"), _MAX_LOGIT_SCALE))
 
     def compute_output_shape(self, image_embeddings_shape, text_embeddings_shape):
         if len(text_embeddings_shape) == 2:
@@ -83,6 +83,9 @@ class ContrastiveLogits(keras.layers.Layer):
         config = super().get_config()
         config["initial_scale"] = self.initial_scale
         return config
+
+
+_MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def _l2_normalize(x):

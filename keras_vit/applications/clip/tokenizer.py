@@ -7,15 +7,21 @@ regex then byte-level pre-tokenization; BPE with a `</w>` end-of-word suffix;
 unknown token) and pad tokens are special tokens, matched verbatim in the text,
 as in transformers (so with OWL-ViT's pad token "!", a "!" in a query encodes
 to the pad id 0, like `OwlViTProcessor` does).
+
+`train_clip_tokenizer` trains such a BPE on your own texts (to train OWL-ViT
+offline); `CLIPTokenizer.save` writes it as transformers reads it.
 """
 
+import contextlib
 import json
 import os
 import warnings
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
+
+from keras_vit.applications.clip.model import CLIP_VOCABULARY_SIZE
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -28,7 +34,32 @@ SPLIT_PATTERN = (
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+CONFIG_FILE = "tokenizer_config.json"
+MERGES_HEADER = "#version: 0.2"
+# The 256 byte symbols, the same with </w>, then bos and eos: the smallest CLIP-style vocabulary.
+MIN_VOCABULARY_SIZE = 2 * 256 + 2
 SAVERS = "`processor.save_pretrained(directory)` or `tokenizer.save_pretrained(directory)` (transformers)"
+
+
+def _normalizer():
+    """NFC, whitespace runs to one space, lowercase (transformers' CLIPTokenizer)."""
+    return normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+
+
+def _pre_tokenizer():
+    """CLIP's word regex, then the byte-level alphabet."""
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+
+
+def _byte_symbols():
+    """GPT-2/CLIP's printable stand-in of each byte, in CLIP's vocabulary order ("!" first, id 0)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
 
 
 def _load_vocabulary(vocabulary):
@@ -127,12 +158,8 @@ class CLIPTokenizer:
             raise ValueError(f"The CLIP vocabulary and merges do not match ({e}); pass the vocab.json and "
                              "merges.txt of the same checkpoint.") from None
         tokenizer = Tokenizer(model)
-        tokenizer.normalizer = normalizers.Sequence(
-            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ])
+        tokenizer.normalizer = _normalizer()
+        tokenizer.pre_tokenizer = _pre_tokenizer()
         tokenizer.decoder = decoders.ByteLevel()
         self._pad_id = int(pad_id)
         self._pad_token = id_to_token[self._pad_id]
@@ -146,6 +173,8 @@ class CLIPTokenizer:
             (EOS_TOKEN, self._eos_id), (BOS_TOKEN, self._bos_id), trim_offsets=False, add_prefix_space=False)
         self._tokenizer = tokenizer
         self._sequence_length = sequence_length
+        self._vocabulary = vocabulary
+        self._merges = merges
 
     @classmethod
     def from_directory(cls, directory, sequence_length=16):
@@ -158,7 +187,7 @@ class CLIPTokenizer:
         directory = os.fspath(directory)
         if not os.path.isdir(directory):
             raise ValueError(f"{directory!r} is not a directory; pass the folder {SAVERS} wrote.")
-        names = (VOCAB_FILE, MERGES_FILE, TOKENIZER_FILE, "special_tokens_map.json", "tokenizer_config.json")
+        names = (VOCAB_FILE, MERGES_FILE, TOKENIZER_FILE, SPECIAL_TOKENS_FILE, CONFIG_FILE)
         path = {name: os.path.join(directory, name) for name in names}
         if os.path.isfile(path[VOCAB_FILE]) and os.path.isfile(path[MERGES_FILE]):
             vocabulary, merges = path[VOCAB_FILE], path[MERGES_FILE]
@@ -169,7 +198,7 @@ class CLIPTokenizer:
             raise ValueError(f"{directory!r} has no {' or '.join(missing)} (nor a {TOKENIZER_FILE}): the CLIP "
                              f"tokenizer needs vocab.json and merges.txt, which {SAVERS} writes.")
         pad_token = None
-        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        for name in (SPECIAL_TOKENS_FILE, CONFIG_FILE):
             if pad_token is None and os.path.isfile(path[name]):
                 try:
                     with open(path[name], encoding="utf-8") as f:
@@ -198,6 +227,56 @@ class CLIPTokenizer:
                 ValueError) as e:
             raise ValueError(f"Cannot read CLIP's BPE vocabulary and merges from {filename!r} ({e}); "
                              f"re-save it with {SAVERS}.") from None
+
+    def get_config(self):
+        """The constructor's arguments as JSON-serializable values (to store the tokenizer with a model)."""
+        return {
+            "vocabulary": dict(self._vocabulary),
+            "merges": [f"{left} {right}" for left, right in self._merges],
+            "sequence_length": self._sequence_length,
+            "pad_id": self._pad_id,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """The tokenizer `get_config()` describes."""
+        keys = {"vocabulary", "merges", "sequence_length", "pad_id"}
+        if not isinstance(config, dict) or set(config) != keys:
+            given = sorted(config) if isinstance(config, dict) else type(config).__name__
+            raise ValueError(f"A CLIPTokenizer config holds {sorted(keys)}, as get_config() returns; got {given}.")
+        return cls(**config)
+
+    def save(self, directory):
+        """Writes vocab.json, merges.txt, special_tokens_map.json and tokenizer_config.json to `directory`.
+
+        The files transformers' `CLIPTokenizer.save_pretrained` writes (pad token and
+        `model_max_length` included), so `CLIPTokenizer.from_directory(directory,
+        sequence_length)` and transformers' `CLIPTokenizer.from_pretrained(directory)` read
+        it back. All four are written to temporary files beside them first, then each is
+        renamed over its file: an error while writing leaves the old files as they were.
+        """
+        from keras_vit.data.files import atomic_path  # Here: keras_vit.data imports TensorFlow.
+
+        directory = os.fspath(directory)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise ValueError(f"Cannot save the tokenizer to {directory!r}: it is a file; pass a directory.")
+        if os.path.exists(os.path.join(directory, TOKENIZER_FILE)):
+            raise ValueError(f"{directory!r} holds a {TOKENIZER_FILE}, which transformers would read instead of "
+                             "the files saved here; save to another directory or delete it first.")
+        special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN,
+                   "pad_token": self._pad_token}
+        config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self._sequence_length, **special}
+        contents = {
+            VOCAB_FILE: json.dumps(self._vocabulary, indent=2, sort_keys=True, ensure_ascii=False),
+            MERGES_FILE: "\n".join([MERGES_HEADER, *(f"{left} {right}" for left, right in self._merges)]),
+            SPECIAL_TOKENS_FILE: json.dumps(special, indent=2),
+            CONFIG_FILE: json.dumps(config, indent=2),
+        }
+        with contextlib.ExitStack() as stack:  # Renames (or removes) the temporary files once all are written.
+            for name, text in contents.items():
+                temporary = stack.enter_context(atomic_path(os.path.join(directory, name)))
+                with open(temporary, "w", encoding="utf-8") as f:
+                    f.write(text + "\n")
 
     @property
     def vocabulary_size(self):
@@ -305,3 +384,50 @@ class CLIPTokenizer:
                     ids.pop()
         text = self._tokenizer.decode(ids, skip_special_tokens=False)
         return text.replace(END_OF_WORD, " ").strip()
+
+
+def train_clip_tokenizer(texts, vocabulary_size=CLIP_VOCABULARY_SIZE, sequence_length=16):
+    """Trains a byte-level BPE on `texts` with CLIP's pipeline and lays it out as CLIP's vocab.json.
+
+    Ids: the 256 byte symbols (0 is "!", OWL-ViT's pad), the same with `</w>`
+    (256-511), one token per merge in merge order, then `<|startoftext|>` and
+    `<|endoftext|>`, the largest id (CLIP and OWL-ViT pool the text there).
+
+    Args:
+        texts: a non-empty list of str, e.g. every caption and query to encode.
+        vocabulary_size: the most ids, >= 514; merges stop there or when no pair
+            of symbols is left to merge (a small corpus gives fewer ids).
+        sequence_length: of the returned tokenizer (16 for OWL-ViT).
+
+    Returns:
+        A `CLIPTokenizer` padding with id 0; `save` writes it.
+
+    Example:
+    >>> tokenizer = train_clip_tokenizer(["red circle", "blue star"])
+    >>> tokenizer.decode(tokenizer("Blue circle")["input_ids"][0])
+    'blue circle'
+    """
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+        raise ValueError(f"texts must be a non-empty list of str to train on, got {texts!r}; "
+                         "pass e.g. ['red circle', 'blue star'].")
+    wrong = [text for text in texts if not isinstance(text, str)][:3]
+    if wrong:
+        raise ValueError(f"texts must all be str; found {wrong}. Pass the captions and queries as text.")
+    if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, int) or vocabulary_size < MIN_VOCABULARY_SIZE:
+        raise ValueError(f"vocabulary_size={vocabulary_size!r}: it must be an int >= {MIN_VOCABULARY_SIZE}, the "
+                         f"256 byte symbols twice (with and without {END_OF_WORD}) plus {BOS_TOKEN} and {EOS_TOKEN}.")
+    model = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD))
+    model.normalizer = _normalizer()
+    model.pre_tokenizer = _pre_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocabulary_size, end_of_word_suffix=END_OF_WORD, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    model.train_from_iterator(texts, trainer)
+    merges = json.loads(model.to_str())["model"]["merges"]
+    merges = [tuple(m.split(" ") if isinstance(m, str) else m) for m in merges]
+    merges = merges[:vocabulary_size - MIN_VOCABULARY_SIZE]  # A prefix of BPE merges is a valid BPE.
+    symbols = _byte_symbols()
+    tokens = [*symbols, *(s + END_OF_WORD for s in symbols), *(left + right for left, right in merges)]
+    vocabulary = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    vocabulary[BOS_TOKEN] = len(vocabulary)
+    vocabulary[EOS_TOKEN] = len(vocabulary)
+    return CLIPTokenizer(vocabulary, merges, sequence_length=sequence_length)

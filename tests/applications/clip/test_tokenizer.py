@@ -1,14 +1,13 @@
 """CLIPTokenizer against transformers' CLIPTokenizer on a small vocabulary trained here (no downloads)."""
 
 import json
+import os
 import warnings
 
 import numpy as np
 import pytest
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
-from tokenizers.models import BPE
 
-from keras_vit.applications.clip.tokenizer import SPLIT_PATTERN, CLIPTokenizer
+from keras_vit.applications.clip.tokenizer import CLIPTokenizer, train_clip_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -44,37 +43,12 @@ def _seed_and_reset():
     yield
 
 
-def _bytes_to_unicode():
-    """GPT-2/CLIP's printable stand-in of each byte, in CLIP's vocabulary order ("!" first)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    """vocab.json + merges.txt laid out like CLIP's: bytes, bytes + </w>, merges, then bos, eos last."""
-    trainer_model = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>"))
-    trainer_model.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    trainer_model.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=600, end_of_word_suffix="</w>", show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    trainer_model.train_from_iterator(CORPUS, trainer)
-    merges = json.loads(trainer_model.to_str())["model"]["merges"]
-    merges = [m.split(" ") if isinstance(m, str) else m for m in merges]
-    symbols = _bytes_to_unicode()
-    tokens = symbols + [s + "</w>" for s in symbols] + [a + b for a, b in merges]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
+    """vocab.json + merges.txt laid out like CLIP's (bytes, bytes + </w>, merges, then bos, eos last), and the
+    special tokens files, as `train_clip_tokenizer(...).save` writes them."""
     directory = tmp_path_factory.mktemp("clip")
-    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
-    (directory / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train_clip_tokenizer(CORPUS, vocabulary_size=600).save(directory)
     return directory
 
 
@@ -267,3 +241,81 @@ def test_bad_vocabulary_and_arguments(tmp_path, clip_dir):
             CLIPTokenizer(vocab, merges, sequence_length=length)
     with pytest.raises(ValueError, match="pad_id=100000 is not an id"):
         CLIPTokenizer(vocab, merges, pad_id=100000)
+
+
+def test_train_clip_tokenizer_caps_the_vocabulary_and_matches_transformers(tmp_path):
+    small = train_clip_tokenizer(CORPUS, vocabulary_size=530, sequence_length=8)
+    assert small.vocabulary_size == 530 and small.eos_token_id == 529 and small.bos_token_id == 528
+    assert (small.pad_token_id, small.sequence_length) == (0, 8)
+    small.save(tmp_path)
+    merges = (tmp_path / "merges.txt").read_text(encoding="utf-8").splitlines()
+    assert merges[0] == "#version: 0.2" and len(merges) == 1 + 530 - 514
+    hf = transformers.CLIPTokenizer(*_files(tmp_path), pad_token="!")
+    ids, mask = _reference(hf, TEXTS, 8)
+    encoded = _encode_quietly(small, TEXTS)
+    np.testing.assert_array_equal(encoded["input_ids"], ids)
+    np.testing.assert_array_equal(encoded["attention_mask"], mask)
+    # A small corpus runs out of pairs to merge: fewer ids than asked for, each word one token.
+    words = train_clip_tokenizer(["red circle", "Blue star"])
+    assert words.vocabulary_size < 600 and words.decode(words("Blue circle")["input_ids"][0]) == "blue circle"
+    assert list(words("red star")["attention_mask"][0, :5]) == [1, 1, 1, 1, 0]
+
+
+def test_save_round_trips_and_transformers_reads_it(tmp_path, tokenizer):
+    tokenizer.save(tmp_path / "owl")
+    assert sorted(p.name for p in (tmp_path / "owl").iterdir()) == [
+        "merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]  # No temporary file left.
+    expected = _encode_quietly(tokenizer, TEXTS)
+    loaded = CLIPTokenizer.from_directory(tmp_path / "owl")
+    assert (loaded.vocabulary_size, loaded.pad_token_id, loaded.sequence_length) == (tokenizer.vocabulary_size, 0, 16)
+    encoded = _encode_quietly(loaded, TEXTS)
+    hf = transformers.CLIPTokenizer.from_pretrained(str(tmp_path / "owl"))
+    assert (hf.pad_token, hf.model_max_length) == ("!", OWL_VIT_LENGTH)
+    for ids, mask in [(encoded["input_ids"], encoded["attention_mask"]), _reference(hf, TEXTS, OWL_VIT_LENGTH)]:
+        np.testing.assert_array_equal(ids, expected["input_ids"])
+        np.testing.assert_array_equal(mask, expected["attention_mask"])
+    # CLIP's own padding (<|endoftext|>) and another length; saving over the files replaces them.
+    clip = CLIPTokenizer(*_files(tmp_path / "owl"), sequence_length=77, pad_id=tokenizer.eos_token_id)
+    clip.save(tmp_path / "owl")
+    assert CLIPTokenizer.from_directory(tmp_path / "owl", sequence_length=77).pad_token_id == tokenizer.eos_token_id
+    assert transformers.CLIPTokenizer.from_pretrained(str(tmp_path / "owl")).model_max_length == 77
+
+
+def test_config_round_trips_through_json(clip_dir):
+    original = CLIPTokenizer(*_files(clip_dir), sequence_length=8, pad_id=5)
+    restored = CLIPTokenizer.from_config(json.loads(json.dumps(original.get_config())))
+    assert (restored.sequence_length, restored.pad_token_id, restored.vocabulary_size) == (8, 5, original.vocabulary_size)
+    for key, value in _encode_quietly(original, TEXTS).items():
+        np.testing.assert_array_equal(_encode_quietly(restored, TEXTS)[key], value)
+    with pytest.raises(ValueError, match=r"holds \['merges', 'pad_id', 'sequence_length', 'vocabulary'\].*got \['merges'\]"):
+        CLIPTokenizer.from_config({"merges": []})
+
+
+def test_save_is_all_or_nothing(tmp_path, tokenizer, monkeypatch):
+    tokenizer.save(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = CLIPTokenizer(*_files(tmp_path), pad_id=tokenizer.eos_token_id)
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_bad_training_and_saving(tmp_path, tokenizer):
+    for texts in ([], "red circle", None):
+        with pytest.raises(ValueError, match="texts must be a non-empty list of str"):
+            train_clip_tokenizer(texts)
+    with pytest.raises(ValueError, match=r"texts must all be str; found \[3\]"):
+        train_clip_tokenizer(["red circle", 3])
+    with pytest.raises(ValueError, match="vocabulary_size=513: it must be an int >= 514"):
+        train_clip_tokenizer(CORPUS, vocabulary_size=513)
+    _write(tmp_path / "file", "")
+    with pytest.raises(ValueError, match="it is a file; pass a directory"):
+        tokenizer.save(tmp_path / "file")
+    _write(tmp_path / "tokenizer.json", "{}")
+    with pytest.raises(ValueError, match="holds a tokenizer.json, which transformers would read instead"):
+        tokenizer.save(tmp_path)
