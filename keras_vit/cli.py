@@ -126,25 +126,84 @@ def _evaluate_detector(args, model, metadata):
 
 
 def _detect(args):
-    import numpy as np
-
+    from keras_vit.applications.registry import list_models
     from keras_vit.applications.saving import load_classifier
-    from keras_vit.evaluation import detect_images, detection_records, draw_detections, list_image_files
-    from keras_vit.evaluation import write_detections_json
-    from keras_vit.evaluation.detect import read_image
+    from keras_vit.evaluation import detect_images, list_image_files
 
+    open_vocabulary = args.queries is not None or args.query_image is not None
+    if args.model in list_models(task="open_vocabulary_detection"):
+        return _write_detections(args, *_detect_open_vocabulary(args, None))
+    if open_vocabulary and args.model in list_models():
+        raise ValueError(f"--queries and --query-image need an open-vocabulary detector (owlvit_*, owlv2_*), not {args.model!r}.")
     model, metadata = load_classifier(args.model)
+    if metadata.task == "open_vocabulary_detection":
+        return _write_detections(args, *_detect_open_vocabulary(args, model))
     if metadata.task != "detection":
         raise ValueError(f"{args.model!r} is a {metadata.task} model; keras-vit detect needs a detector (keras-vit predict classifies).")
+    if open_vocabulary:
+        raise ValueError(f"{args.model!r} detects its {len(metadata.class_names)} trained classes; --queries and --query-image "
+                         "need an open-vocabulary detector (owlvit_*, owlv2_*).")
+    threshold = 0.5 if args.threshold is None else args.threshold
     paths = list_image_files(args.images)
-    detections = detect_images(model, paths, metadata.image_size, metadata.max_size, args.threshold, args.batch_size)
+    detections = detect_images(model, paths, metadata.image_size, metadata.max_size, threshold, args.batch_size)
+    _write_detections(args, paths, detections, metadata.class_names, threshold)
+
+
+def _detect_open_vocabulary(args, model):
+    """`(paths, detections, label names, threshold)` of an OWL-ViT detector: a registry name with
+    --weights (a transformers checkpoint), or a trained model; text --queries or a --query-image."""
+    from keras_vit.applications.owl_vit import OwlViTDetector
+    from keras_vit.applications.registry import model_info
+    from keras_vit.convert import load_transformers_checkpoint
+    from keras_vit.evaluation import list_image_files
+    from keras_vit.evaluation.detect import read_image
+
+    if model is None:
+        if args.weights is None:
+            raise ValueError(
+                f"{args.model} needs --weights: a transformers OwlViTForObjectDetection / Owlv2ForObjectDetection "
+                "save_pretrained directory (with its tokenizer files); random weights detect nothing."
+            )
+        model = load_transformers_checkpoint(args.weights)  # the checkpoint's own size (L/14 at 840, ...)
+        expected = "OWLv2" if model_info(args.model).config.get("objectness") else "OWL-ViT"
+        found = None if not isinstance(model, OwlViTDetector) else "OWLv2" if model.objectness else "OWL-ViT"
+        if found != expected:
+            raise ValueError(f"--weights {args.weights!r} holds {found or 'no OWL-ViT'} checkpoint, but --model {args.model} "
+                             f"is an {expected}; pass the matching name (owlvit_* or owlv2_*).")
+    if (args.queries is None) == (args.query_image is None):
+        raise ValueError('Pass --queries "red circle, blue star" (text) or --query-image PATH (an example of the object), one of them.')
+    threshold = 0.1 if args.threshold is None else args.threshold
+    paths = list_image_files(args.images)
+    images = [read_image(path) for path in paths]
+    if args.queries is not None:
+        names = [query.strip() for query in args.queries.split(",")]
+        if not any(names) or not all(names):
+            raise ValueError(f"--queries {args.queries!r} holds an empty query; separate non-empty queries with commas.")
+        embeddings = model.embed_queries(names)  # once, for every image
+        detections = [found for start in range(0, len(images), args.batch_size)
+                      for found in model.detect(images[start:start + args.batch_size], query_embeddings=embeddings,
+                                                threshold=threshold)]
+    else:
+        names = [os.path.basename(args.query_image)]
+        query = [read_image(args.query_image)]
+        detections = [found for start in range(0, len(images), args.batch_size)
+                      for found in model.detect(images[start:start + args.batch_size], query_images=query, threshold=threshold)]
+    return paths, detections, names, threshold
+
+
+def _write_detections(args, paths, detections, class_names, threshold):
+    import numpy as np
+
+    from keras_vit.evaluation import detection_records, draw_detections, write_detections_json
+    from keras_vit.evaluation.detect import read_image
+
     os.makedirs(args.output_dir, exist_ok=True)
     for index, (path, found) in enumerate(zip(paths, detections)):
         original = read_image(path)
         name = f"{index:05d}_{os.path.splitext(os.path.basename(path))[0]}.png"
-        draw_detections(np.asarray(original), found, metadata.class_names, os.path.join(args.output_dir, name),
-                        title=f"{len(found['scores'])} objects (score > {args.threshold:g})")
-    records = detection_records(detections, metadata.class_names, [os.fspath(path) for path in paths])
+        draw_detections(np.asarray(original), found, class_names, os.path.join(args.output_dir, name),
+                        title=f"{len(found['scores'])} objects (score > {threshold:g})")
+    records = detection_records(detections, class_names, [os.fspath(path) for path in paths])
     write_detections_json(records, os.path.join(args.output_dir, "detections.json"))
     for record in records:
         found = ", ".join(f"{item['class']} {item['score']:.2f}" for item in record["detections"]) or "nothing"
@@ -534,8 +593,17 @@ def build_parser():
 
     detect = commands.add_parser("detect", help="boxes, labels and scores of objects in images with a trained detector")
     detect.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders (recursive)")
-    detect.add_argument("--model", required=True, help="a run folder of keras-vit train (a detector), or its model.keras")
-    detect.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring above this (default 0.5)")
+    detect.add_argument("--model", required=True,
+                        help="a run folder of keras-vit train (a detector), its model.keras, or an open-vocabulary "
+                             "registry name (owlvit_b32, owlv2_b16, ...) with --weights")
+    detect.add_argument("--weights", default=None,
+                        help="with an owlvit_*/owlv2_* name: a transformers save_pretrained directory (weights + tokenizer)")
+    detect.add_argument("--queries", default=None,
+                        help='open-vocabulary detectors: comma-separated text queries, e.g. "red circle, blue star"')
+    detect.add_argument("--query-image", default=None,
+                        help="open-vocabulary detectors: an image of the object to find (image-conditioned detection)")
+    detect.add_argument("--threshold", type=float, default=None,
+                        help="keep detections scoring above this (default 0.5; open-vocabulary detectors 0.1)")
     detect.add_argument("--batch-size", type=int, default=8)
     detect.add_argument("--output-dir", default="detections",
                         help="where one PNG per image with its boxes drawn and detections.json go (default: detections)")

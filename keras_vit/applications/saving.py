@@ -33,6 +33,9 @@ class ClassifierMetadata:
             "generation": `image_size` is the side of the generated images).
         max_size: detection: the longer side's cap.
         palette: generation: the `(colors, 3)` palette in [-1, 1] the model's tokens index.
+        tokenizer: open-vocabulary detection: the `CLIPTokenizer` config (vocabulary and
+            merges) of the text queries; `class_names` are then the categories it was
+            evaluated on, and `load_classifier` sets `model.tokenizer`.
     """
 
     class_names: list
@@ -42,21 +45,25 @@ class ClassifierMetadata:
     task: str = "classification"
     max_size: int = None
     palette: list = None
+    tokenizer: dict = None
 
 
 def save_classifier(model, path, metadata):
     """`model.save(path)` (a `.keras` file) with `metadata` (a `ClassifierMetadata`) inside it."""
-    classes = _output_classes(model)
-    if metadata.task == "generation":
+    if metadata.task == "open_vocabulary_detection":
+        if not metadata.tokenizer:
+            raise ValueError("An open-vocabulary detector is saved with its tokenizer: pass ClassifierMetadata(tokenizer=...).")
+    elif metadata.task == "generation":
+        classes = _output_classes(model)
         colors = len(metadata.palette or ())
         if colors != classes:
             raise ValueError(
                 f"The model scores {classes} palette colors but the metadata's palette has {colors}: "
                 "save the palette the model was trained with."
             )
-    elif len(metadata.class_names) != classes:
+    elif len(metadata.class_names) != _output_classes(model):
         raise ValueError(
-            f"The model has {classes} outputs but {len(metadata.class_names)} class names were given: "
+            f"The model has {_output_classes(model)} outputs but {len(metadata.class_names)} class names were given: "
             "pass one name per output."
         )
     model.save(path)
@@ -123,4 +130,8 @@ def load_classifier(path, metadata_required=True):
     # Detectors and generators are returned uncompiled: their training setups live in keras_vit.training.
     compiled = metadata is None or metadata.task == "classification"
     model = keras.saving.load_model(path, compile=compiled)
+    if metadata is not None and metadata.tokenizer:
+        from keras_vit.applications.clip.tokenizer import CLIPTokenizer
+
+        model.tokenizer = CLIPTokenizer.from_config(metadata.tokenizer)
     return model, metadata

@@ -351,15 +351,17 @@ def save_prediction_grid(images, detections, class_names, path, ground_truth=Non
     return path
 
 
-def plot_validation_predictions(model, dataset, class_names, path, count=8, threshold=0.5, columns=4):
+def plot_validation_predictions(model, dataset, class_names, path, count=8, threshold=0.5, columns=4, post_process=None):
     """Writes `save_prediction_grid` of the model's detections on the first `count` images of a
-    detection dataset (as the model sees them: resized, padding cut off), true boxes dashed."""
+    detection dataset (as the model sees them: resized, padding cut off), true boxes dashed.
+    `post_process`: `post_process_detections` (default) or `post_process_open_vocabulary`."""
+    post_process = post_process or post_process_detections
     images, detections, truths = [], [], []
     for x, y in _batches(dataset):
         pixels = np.asarray(x["images"] if isinstance(x, dict) else x, np.float32)
         mask = np.asarray(x["pixel_mask"]) if isinstance(x, dict) and "pixel_mask" in x else np.ones(pixels.shape[:3])
         sizes = np.stack([mask.max(axis=2).sum(axis=1), mask.max(axis=1).sum(axis=1)], axis=1)
-        detections += post_process_detections(model.predict_on_batch(x), sizes, threshold)
+        detections += post_process(model.predict_on_batch(x), sizes, threshold)
         truths += ground_truth_from_batch(y, image_sizes=sizes)
         images += [image[: int(h), : int(w)] for image, (h, w) in zip(pixels, sizes)]
         if len(images) >= count:

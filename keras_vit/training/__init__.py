@@ -1,4 +1,4 @@
-"""Training: recipes (AugReg, Swin), the detection trainer (DETR), the generative trainer (iGPT), the optimizer and schedule, distribution and precision,
+"""Training: recipes (AugReg, Swin), the detection trainer (DETR), the open-vocabulary trainer (OWL-ViT), the generative trainer (iGPT), the optimizer and schedule, distribution and precision,
 resumable checkpoints, and `train`."""
 
 from keras_vit.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss, TrainingCheckpoint, restore_checkpoint
@@ -18,6 +18,7 @@ from keras_vit.training.distribute import (
 )
 from keras_vit.training.detection import AdamWWithMultipliers, train_detector
 from keras_vit.training.generation import bits_per_dim, train_generator
+from keras_vit.training.open_vocabulary import train_open_vocabulary_detector
 from keras_vit.training.recipes import RECIPES, Recipe, get_recipe, list_recipes
 from keras_vit.training.train import (
     TrainResult,
@@ -32,6 +33,7 @@ from keras_vit.training.train import (
 __all__ = [
     "AdamWWithMultipliers",
     "train_detector",
+    "train_open_vocabulary_detector",
     "train_generator",
     "bits_per_dim",
     "NonFiniteLossError",
