@@ -12,6 +12,7 @@ from keras_vit.applications.registry import (
     model_info,
     register_model,
 )
+from keras_vit.applications.clip import CLIP, CLIPBase16, CLIPBase32, CLIPLarge14, CLIPPico16
 from keras_vit.applications.detr import DETR, DETRPico, DETRResNet50, DETRResNet101, DetrDetector
 from keras_vit.applications.igpt import ImageGPT, ImageGPTLarge, ImageGPTMedium, ImageGPTPico, ImageGPTSmall
 from keras_vit.applications.owl_vit import (

@@ -12,7 +12,7 @@ import inspect
 import re
 from typing import Callable, Mapping, Optional
 
-TASKS = ("classification", "detection", "open_vocabulary_detection", "generation")
+TASKS = ("classification", "detection", "open_vocabulary_detection", "generation", "image_text")
 
 _SPECS = {}
 

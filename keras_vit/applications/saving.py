@@ -131,7 +131,7 @@ def load_classifier(path, metadata_required=True):
     compiled = metadata is None or metadata.task == "classification"
     model = keras.saving.load_model(path, compile=compiled)
     if metadata is not None and metadata.tokenizer:
-        from keras_vit.applications.clip.tokenizer import CLIPTokenizer
+        from keras_vit.data.tokenizer import CLIPTokenizer
 
         model.tokenizer = CLIPTokenizer.from_config(metadata.tokenizer)
     return model, metadata

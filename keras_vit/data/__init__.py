@@ -36,3 +36,5 @@ from keras_vit.data.shapes import Shapes
 from keras_vit.data.shapes import render_example
 from keras_vit.data.shapes_detection import ShapesDetection
 from keras_vit.data.shapes_detection import render_detection_example
+from keras_vit.data.tokenizer import CLIPTokenizer
+from keras_vit.data.tokenizer import train_clip_tokenizer

@@ -19,7 +19,7 @@ categories it never saw boxed:
   known shape.
 
 ```python
-tokenizer = keras_vit.applications.clip.tokenizer.train_clip_tokenizer(SHAPES_CATEGORIES)
+tokenizer = keras_vit.data.tokenizer.train_clip_tokenizer(SHAPES_CATEGORIES)
 captions, _ = load_caption_dataset(tokenizer=tokenizer, training=True)
 train, info = load_open_vocabulary_dataset(tokenizer=tokenizer, training=True)
 test, info = load_open_vocabulary_dataset("test", tokenizer=tokenizer)  # all 48 queries
@@ -338,7 +338,7 @@ def _encode(tokenizer, texts, length):
         raise ValueError(
             f"tokenizer={tokenizer!r}: pass a keras_vit.applications.clip.CLIPTokenizer to encode the "
             "category names, e.g. train_clip_tokenizer(SHAPES_CATEGORIES) or "
-            "CLIPTokenizer.from_directory(...) (keras_vit.applications.clip.tokenizer)."
+            "CLIPTokenizer.from_directory(...) (keras_vit.data.tokenizer)."
         )
     if length is not None and tokenizer.sequence_length != length:
         raise ValueError(

@@ -57,9 +57,9 @@ def build_open_vocabulary_optimizer(learning_rate, weight_decay, clip_norm, tota
 def pretrain_towers(network, caption_data, steps, epochs, learning_rate, weight_decay, clip_norm, verbose=1):
     """Stage 1: CLIP's contrastive loss on `caption_data` (`x` with images and caption tokens), training the
     detector's own towers and temperature in place. Returns the loss per epoch."""
-    from keras_vit.applications.clip import CLIP, CLIPContrastiveLoss
+    from keras_vit.applications.clip import CLIPContrastiveLoss, contrastive_model
 
-    clip = CLIP(network.text_encoder, network.vision_encoder, network.get_layer("contrastive_logits"), name="clip_pretraining")
+    clip = contrastive_model(network.text_encoder, network.vision_encoder, network.contrastive_logits, name="clip_pretraining")
     clip.compile(
         optimizer=build_open_vocabulary_optimizer(learning_rate, weight_decay, clip_norm, steps * epochs, steps * epochs // 10),
         loss={"logits_per_image": CLIPContrastiveLoss()},
@@ -124,7 +124,7 @@ def train_open_vocabulary_detector(
     The history holds `val_AP`, `val_seen_AP` and `val_unseen_AP` (and AP50, ...) per epoch.
     Returns a `TrainResult` whose `val_accuracy` is the last validation AP on unseen categories.
     """
-    from keras_vit.applications.clip.tokenizer import CLIPTokenizer, train_clip_tokenizer
+    from keras_vit.data.tokenizer import CLIPTokenizer, train_clip_tokenizer
     from keras_vit.applications.owl_vit.loss import OWLViTLoss
     from keras_vit.data.open_vocabulary import (
         DEFAULT_UNSEEN,

@@ -18,7 +18,8 @@ PUBLISHED = {
     "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224, "swin_b_384": 87_903_584,
     "swin_l": 196_532_476, "swinv2_t": 28_347_154, "swinv2_s": 49_728_418, "swinv2_b": 87_918_816,
     "resnet50": 25_557_032, "owlvit_b32": 153_231_879, "owlvit_b16": 152_789_511, "owlvit_l14": 433_888_519,
-    "owlv2_b16": 154_966_792, "owlv2_l14": 437_610_760,
+    "owlv2_b16": 154_966_792, "owlv2_l14": 437_610_760, "clip_b32": 151_277_313, "clip_b16": 149_620_737,
+    "clip_l14": 427_616_513,
 }
 
 
@@ -45,11 +46,13 @@ def test_list_models_by_pattern_and_task():
     detectors = ["detr_pico", "detr_r101", "detr_r50"]
     generators = ["igpt_l", "igpt_m", "igpt_pico", "igpt_s"]
     open_vocabulary = ["owlv2_b16", "owlv2_l14", "owlvit_b16", "owlvit_b32", "owlvit_l14", "owlvit_pico"]
+    image_text = ["clip_b16", "clip_b32", "clip_l14", "clip_pico16"]
+    assert keras_vit.list_models(task="image_text") == image_text
     assert keras_vit.list_models(task="detection") == detectors
     assert keras_vit.list_models(task="generation") == generators
     assert keras_vit.list_models(task="open_vocabulary_detection") == open_vocabulary
     assert keras_vit.list_models(task="classification") == [
-        n for n in keras_vit.list_models() if n not in detectors + generators + open_vocabulary
+        n for n in keras_vit.list_models() if n not in detectors + generators + open_vocabulary + image_text
     ]
 
 
@@ -103,11 +106,11 @@ def test_train_dispatches_on_the_task(monkeypatch):
     from keras_vit.training import train
 
     spec = registry.ModelSpec(
-        "tiny_owl", "TinyOwl", "test", lambda **kw: None, {}, "a test spec", task="open_vocabulary_detection"
+        "tiny_clip", "TinyClip", "test", lambda **kw: None, {}, "a test spec", task="image_text"
     )
     monkeypatch.setitem(registry._SPECS, spec.name, (spec, spec.builder))
-    with pytest.raises(ValueError, match="'tiny_owl' is a open_vocabulary_detection model, and keras-vit has no trainer"):
-        train("tiny_owl")
+    with pytest.raises(ValueError, match="'tiny_clip' is a image_text model, and keras-vit has no trainer"):
+        train("tiny_clip")
 
 
 def test_every_subpackage_is_reachable_from_the_package():

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vit.applications.clip.tokenizer import CLIPTokenizer, train_clip_tokenizer
+from keras_vit.data.tokenizer import CLIPTokenizer, train_clip_tokenizer
 from keras_vit.data import COLOR_NAMES
 from keras_vit.data import DEFAULT_UNSEEN
 from keras_vit.data import SHAPE_NAMES

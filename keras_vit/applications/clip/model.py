@@ -1,16 +1,20 @@
-"""CLIP's two towers (Radford et al., 2021): a causal text transformer pooled at the
-end-of-text token and a ViT with a pre-norm, each ending in a projection to the shared
-embedding space; `CLIP` joins them with the contrastive logits.
+"""CLIP (Radford et al., 2021): a causal text transformer pooled at the end-of-text token and a
+ViT with a pre-norm, each ending in a projection to the shared embedding space, joined by
+the contrastive logits.
 
-OWL-ViT (`keras_vit.applications.owl_vit`) builds its detector on these towers.
+`CLIP` is the family's builder (`clip_b32`, `clip_b16`, `clip_l14`, and `clip_pico16` for
+CPU demos); `contrastive_model` joins two given towers. OWL-ViT builds its detector on a
+CLIP model from the registry (`create_model("clip_b32", ...)`), as DETR takes its backbone.
 """
 
 import keras
 from keras import ops
 
 from keras_vit.applications import common
+from keras_vit.applications.registry import ModelSpec, register_model
 from keras_vit.applications.clip.layers import CausalPaddingMask, ContrastiveLogits, EndOfTextPooling
 from keras_vit.layers import MultiHeadSelfAttention, PatchEmbedding, TransformerBlock
+from keras_vit.data.tokenizer import CLIP_VOCABULARY_SIZE
 from keras_vit.layers.token_embedding import TokenAndPositionEmbedding
 
 # Text towers: CLIP's B and L text transformers (49,408 BPE ids).
@@ -27,7 +31,6 @@ CLIP_VISION_VARIANTS = {
     "l14": dict(patch_size=14, width=1024, depth=24, num_heads=16, mlp_dim=4096),
 }
 
-CLIP_VOCABULARY_SIZE = 49408
 
 
 def _blocks(x, prefix, depth, num_heads, mlp_dim, layer_norm_epsilon, dropout_rate, attention_mask=None):
@@ -133,7 +136,7 @@ def CLIPVisionEncoder(
     return keras.Model(images, {"tokens": tokens, "embedding": embedding}, name=name)
 
 
-def CLIP(text_encoder, vision_encoder, contrastive_logits=None, name="clip"):
+def contrastive_model(text_encoder, vision_encoder, contrastive_logits=None, name="clip"):
     """The contrastive image-text model over two towers.
 
     Args:
@@ -150,7 +153,7 @@ def CLIP(text_encoder, vision_encoder, contrastive_logits=None, name="clip"):
     image_dim, text_dim = vision_encoder.output["embedding"].shape[-1], text_encoder.output["embedding"].shape[-1]
     if image_dim != text_dim:
         raise ValueError(
-            f"CLIP: the vision tower projects to {image_dim} and the text tower to {text_dim}; build both "
+            f"{name}: the vision tower projects to {image_dim} and the text tower to {text_dim}; build both "
             "with the same projection_dim."
         )
     images = keras.Input(shape=vision_encoder.input_shape[1:], name="images")
@@ -161,6 +164,96 @@ def CLIP(text_encoder, vision_encoder, contrastive_logits=None, name="clip"):
     logits = contrastive_logits(image_embedding, text_embedding)
     outputs = {"image_embedding": image_embedding, "text_embedding": text_embedding, "logits_per_image": logits}
     return keras.Model({"images": images, **text}, outputs, name=name)
+
+
+def CLIP(
+    text="b",
+    vision="b32",
+    projection_dim=512,
+    *,
+    weights=None,
+    input_shape=None,
+    include_preprocessing=True,
+    vocabulary_size=CLIP_VOCABULARY_SIZE,
+    sequence_length=77,
+    dropout_rate=0.0,
+    layer_norm_epsilon=1e-5,
+    default_size=224,
+    name="clip",
+):
+    """Builds a CLIP model: its text tower, its vision tower and the contrastive logits.
+
+    Args:
+        text: a key of `CLIP_TEXT_VARIANTS` ("b", "l") or a dict of `CLIPTextEncoder`
+            arguments (`width`, `depth`, `num_heads`, `mlp_dim`).
+        vision: a key of `CLIP_VISION_VARIANTS` ("b32", "b16", "l14") or a dict of
+            `CLIPVisionEncoder` arguments (`patch_size`, `width`, ...).
+        projection_dim: the shared embedding width.
+        weights: None (local checkpoints are read through the OWL-ViT converter).
+        input_shape: `(height, width, 3)`, default `(default_size, default_size, 3)`.
+        include_preprocessing: inputs are [0, 255] pixels (CLIP's statistics inside).
+        vocabulary_size, sequence_length: token ids and positions of the text tower
+            (CLIP: 49,408 and 77; OWL-ViT's queries: 16).
+        dropout_rate, layer_norm_epsilon: of both towers.
+
+    Returns the `contrastive_model` of the two towers: its layers `text_encoder`,
+    `vision_encoder` and `contrastive_logits` are the parts other models reuse.
+    """
+    if weights is not None:
+        raise ValueError(
+            f"{name}: CLIP checkpoints are not read directly; load an OWL-ViT checkpoint "
+            "(keras_vit.convert.load_transformers_checkpoint), whose towers are CLIP's."
+        )
+    text_config = _variant(text, CLIP_TEXT_VARIANTS, "text", name)
+    vision_config = _variant(vision, CLIP_VISION_VARIANTS, "vision", name)
+    text_encoder = CLIPTextEncoder(
+        **text_config, projection_dim=projection_dim, vocabulary_size=vocabulary_size, sequence_length=sequence_length,
+        layer_norm_epsilon=layer_norm_epsilon, dropout_rate=dropout_rate,
+    )
+    vision_encoder = CLIPVisionEncoder(
+        **vision_config, projection_dim=projection_dim, input_shape=input_shape, include_preprocessing=include_preprocessing,
+        layer_norm_epsilon=layer_norm_epsilon, dropout_rate=dropout_rate, default_size=default_size,
+    )
+    return contrastive_model(text_encoder, vision_encoder, name=name)
+
+
+def _variant(value, table, tower, name):
+    if isinstance(value, dict):
+        return dict(value)
+    if value not in table:
+        raise ValueError(f"{name}: unknown {tower} tower {value!r}; pick one of {sorted(table)} or pass a dict of its arguments.")
+    return dict(table[value])
+
+
+CLIP_VARIANTS = {
+    "clip_pico16": dict(text="pico", vision="pico16", projection_dim=64),
+    "clip_b32": dict(text="b", vision="b32", projection_dim=512),
+    "clip_b16": dict(text="b", vision="b16", projection_dim=512),
+    "clip_l14": dict(text="l", vision="l14", projection_dim=768),
+}
+
+
+def _register(name, constructor_name, description, params, default_size=224):
+    return register_model(
+        ModelSpec(
+            name=name,
+            constructor_name=constructor_name,
+            family="clip",
+            builder=CLIP,
+            config=CLIP_VARIANTS[name],
+            description=description,
+            task="image_text",
+            default_size=default_size,
+            params=params,
+            no_weight_decay=("class_token", "position_embedding", "logit_scale"),
+        )
+    )
+
+
+CLIPPico16 = _register("clip_pico16", "CLIPPico16", "a small CLIP (2-layer towers of 64, patch 16) for 128 px images", None, 128)
+CLIPBase32 = _register("clip_b32", "CLIPBase32", "CLIP ViT-B/32", 151_277_313)
+CLIPBase16 = _register("clip_b16", "CLIPBase16", "CLIP ViT-B/16", 149_620_737)
+CLIPLarge14 = _register("clip_l14", "CLIPLarge14", "CLIP ViT-L/14", 427_616_513)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

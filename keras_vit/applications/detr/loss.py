@@ -5,9 +5,8 @@ import keras
 from keras import ops
 
 from keras_vit.ops import center_to_corners, generalized_box_iou, linear_sum_assignment
+from keras_vit.ops.set_prediction import box_count_across_replicas, fill_padded_boxes
 
-# A box put in place of padded targets, so that no padding enters a division by zero.
-_DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -66,7 +65,7 @@ class DETRLoss(keras.losses.Loss):
         repeat = lambda x: ops.reshape(ops.repeat(x[:, None], layers, axis=1), (-1, *x.shape[1:]))
         valid = repeat(ops.cast(y_true["valid"], "float32"))
         labels = repeat(ops.cast(y_true["labels"], "int32")) * ops.cast(valid, "int32")
-        target_boxes = ops.where(valid[..., None] > 0, repeat(ops.cast(y_true["boxes"], "float32")), ops.convert_to_tensor(_DUMMY_BOX, "float32"))
+        target_boxes = fill_padded_boxes(repeat(y_true["boxes"]), valid)
         logits = ops.reshape(ops.cast(logits, "float32"), (-1, queries, classes))
         boxes = ops.reshape(ops.cast(boxes, "float32"), (-1, queries, 4))
 
@@ -81,7 +80,7 @@ class DETRLoss(keras.losses.Loss):
         loss_class = ops.sum(weights * cross_entropy) / ops.sum(weights) * ops.cast(layers, "float32")
 
         matched_boxes = ops.take_along_axis(boxes, query_of_target[..., None], axis=1)  # (batch * layers, T, 4)
-        num_boxes = _global_mean_at_least_one(ops.sum(ops.cast(y_true["valid"], "float32")))
+        num_boxes = box_count_across_replicas(ops.sum(ops.cast(y_true["valid"], "float32")))
         loss_l1 = ops.sum(ops.abs(matched_boxes - target_boxes) * valid[..., None]) / num_boxes
         giou = generalized_box_iou(center_to_corners(matched_boxes[..., None, :]), center_to_corners(target_boxes[..., None, :]))
         loss_giou = ops.sum((1.0 - giou[..., 0, 0]) * valid) / num_boxes
@@ -114,16 +113,3 @@ class DETRLoss(keras.losses.Loss):
             }
         )
         return config
-
-
-def _global_mean_at_least_one(count):
-    """The objects per replica, averaged over tf.distribute replicas (each replica sees its own
-    batch there; Keras divides each replica's loss by the replica count), at least 1.
-    JAX and torch steps see the global batch, so their count is already global."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # the one backend whose steps run per replica
-
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            count = context.all_reduce("sum", count) / context.num_replicas_in_sync
-    return ops.maximum(count, 1.0)

@@ -10,7 +10,7 @@ registers both converters with `keras_vit.convert`.
 
 import os
 
-from keras_vit.applications.clip.tokenizer import CLIPTokenizer
+from keras_vit.data.tokenizer import CLIPTokenizer
 from keras_vit.applications.owl_vit.model import OWLViT
 from keras_vit.convert import TransformersConverter, register_converter
 from keras_vit.convert.weight_map import conv_kernel, dense_kernel
@@ -62,6 +62,7 @@ def owl_vit_kwargs_from_config(config, tensors):
     if not isinstance(image_size, int) or not isinstance(patch_size, int):
         raise ValueError(f"vision_config image_size={image_size!r} and patch_size={patch_size!r} must be ints (square images and patches).")
     return dict(
+        clip="clip_b32",  # the towers below replace its architecture entirely
         text=dict(
             width=text["hidden_size"], depth=text["num_hidden_layers"], num_heads=text["num_attention_heads"],
             mlp_dim=text["intermediate_size"],

@@ -5,8 +5,8 @@ on the matched pairs, as scenic's `projects/owl_vit` (`losses.py`, `matching_bas
 import keras
 from keras import ops
 
-from keras_vit.applications.detr.loss import _DUMMY_BOX, _global_mean_at_least_one
 from keras_vit.ops import center_to_corners, generalized_box_iou, linear_sum_assignment
+from keras_vit.ops.set_prediction import box_count_across_replicas, fill_padded_boxes
 
 # Without `query_valid`, a query whose logits are at or below this at every patch is padding:
 # scenic masks padded queries with -1e6, transformers with the float32 minimum.
@@ -78,7 +78,7 @@ class OWLViTLoss(keras.losses.Loss):
         labels = ops.where(in_range, labels, 0)
         label_is_real = ops.take_along_axis(query_valid, labels, axis=1)
         valid = ops.cast((ops.cast(y_true["valid"], "float32") > 0) & in_range & label_is_real, "float32")
-        target_boxes = ops.where(valid[..., None] > 0, ops.cast(y_true["boxes"], "float32"), ops.convert_to_tensor(_DUMMY_BOX, "float32"))
+        target_boxes = fill_padded_boxes(y_true["boxes"], valid)
         # Padded queries: finite logits (no NaN gradient through the mask), and no loss.
         query_mask = ops.cast(query_valid, "float32")[:, None, :]
         logits = ops.where(query_mask > 0, logits, 0.0)
@@ -99,7 +99,7 @@ class OWLViTLoss(keras.losses.Loss):
         objects = ops.sum(valid, axis=1)
         if self.normalization == "per_example":
             return ops.mean(per_image / ops.maximum(objects, 1.0))
-        return ops.sum(per_image) / _global_mean_at_least_one(ops.sum(objects))
+        return ops.sum(per_image) / box_count_across_replicas(ops.sum(objects))
 
     def _match(self, logits, boxes, labels, target_boxes, valid):
         """The patch matched to each object, `(batch, T)` int32 (padded objects: any free patch)."""

@@ -6,21 +6,14 @@ normalized, predicts a box (a 3-layer MLP plus a grid prior) and a logit per que
 cosine similarity of its class embedding with the query's text embedding, shifted and
 scaled per token. A query is free text (embedded by the text tower) or an image region
 (embedded by the same class head). OWLv2 adds an objectness head. `OWLViT` is the one
-builder; `owlvit_b32/b16/l14` and `owlv2_b16/l14` are its variants.
+builder, over any CLIP model of the registry (`clip="clip_b32"`) or one given;
+`owlvit_b32/b16/l14` and `owlv2_b16/l14` are its variants.
 """
 
 import keras
 from keras import ops
 
 from keras_vit.applications import common
-from keras_vit.applications.clip.layers import ContrastiveLogits
-from keras_vit.applications.clip.model import (
-    CLIP_TEXT_VARIANTS,
-    CLIP_VISION_VARIANTS,
-    CLIP_VOCABULARY_SIZE,
-    CLIPTextEncoder,
-    CLIPVisionEncoder,
-)
 from keras_vit.applications.owl_vit import detect as detection
 from keras_vit.applications.owl_vit.loss import OWLViTLoss
 from keras_vit.applications.owl_vit.layers import (
@@ -29,16 +22,16 @@ from keras_vit.applications.owl_vit.layers import (
     PredictionMlp,
     UnflattenQueries,
 )
-from keras_vit.applications.registry import ModelSpec, register_model
+from keras_vit.applications.registry import ModelSpec, create_model, model_info, register_model
 
 OWL_VIT_VARIANTS = {
     # Small enough to train on the offline shapes data on a CPU.
-    "owlvit_pico": dict(text="pico", vision="pico16", projection_dim=64),
-    "owlvit_b32": dict(text="b", vision="b32", projection_dim=512),
-    "owlvit_b16": dict(text="b", vision="b16", projection_dim=512),
-    "owlvit_l14": dict(text="l", vision="l14", projection_dim=768),
-    "owlv2_b16": dict(text="b", vision="b16", projection_dim=512, objectness=True),
-    "owlv2_l14": dict(text="l", vision="l14", projection_dim=768, objectness=True),
+    "owlvit_pico": dict(clip="clip_pico16"),
+    "owlvit_b32": dict(clip="clip_b32"),
+    "owlvit_b16": dict(clip="clip_b16"),
+    "owlvit_l14": dict(clip="clip_l14"),
+    "owlv2_b16": dict(clip="clip_b16", objectness=True),
+    "owlv2_l14": dict(clip="clip_l14", objectness=True),
 }
 
 INPUT_KEYS = ("images", "input_ids", "attention_mask")
@@ -49,8 +42,12 @@ class OwlViTDetector(keras.Model):
     """The OWL-ViT network over a CLIP text tower and a CLIP vision tower.
 
     Args:
-        text_encoder: a `CLIPTextEncoder` model.
-        vision_encoder: a `CLIPVisionEncoder` model with the same projection width.
+        text_encoder: a CLIP text tower (`{"input_ids", "attention_mask"}` ->
+            `{"tokens", "embedding"}`).
+        vision_encoder: a CLIP vision tower (images -> `{"tokens", "embedding"}`) with the
+            same projection width.
+        contrastive_logits: CLIP's `ContrastiveLogits` layer (its temperature), which scores
+            each query against the whole image (`image_text_logits`).
         objectness: add OWLv2's objectness head (it reads the image features without
             passing gradients back into them).
         layer_norm_epsilon: of the LayerNorm after the class-token merge.
@@ -64,7 +61,7 @@ class OwlViTDetector(keras.Model):
     CLIP's whole-image score of each query}, and OWLv2's `"objectness_logits": (batch, patches)`.
     """
 
-    def __init__(self, text_encoder, vision_encoder, objectness=False, layer_norm_epsilon=1e-5, **kwargs):
+    def __init__(self, text_encoder, vision_encoder, contrastive_logits, objectness=False, layer_norm_epsilon=1e-5, **kwargs):
         dim = text_encoder.output["embedding"].shape[-1]
         if vision_encoder.output["embedding"].shape[-1] != dim:
             raise ValueError(
@@ -94,7 +91,7 @@ class OwlViTDetector(keras.Model):
             "image_embeddings": keras.layers.Reshape((*grid, features.shape[-1]), name="feature_map")(features),
             "class_embeddings": class_embeddings,
             "text_embeddings": text_embeddings,
-            "image_text_logits": ContrastiveLogits(name="contrastive_logits")(vision["embedding"], text_embeddings),
+            "image_text_logits": contrastive_logits(vision["embedding"], text_embeddings),
         }
         if objectness:
             objectness_logits = PredictionMlp(1, name="objectness_head")(ops.stop_gradient(features))
@@ -104,6 +101,7 @@ class OwlViTDetector(keras.Model):
         )
         self.text_encoder = text_encoder
         self.vision_encoder = vision_encoder
+        self.contrastive_logits = contrastive_logits
         self.objectness = objectness
         self.layer_norm_epsilon = layer_norm_epsilon
         self.grid_size = tuple(grid)
@@ -136,6 +134,7 @@ class OwlViTDetector(keras.Model):
             "trainable": self.trainable,
             "text_encoder": keras.saving.serialize_keras_object(self.text_encoder),
             "vision_encoder": keras.saving.serialize_keras_object(self.vision_encoder),
+            "contrastive_logits": keras.saving.serialize_keras_object(self.contrastive_logits),
             "objectness": self.objectness,
             "layer_norm_epsilon": self.layer_norm_epsilon,
         }
@@ -143,7 +142,7 @@ class OwlViTDetector(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("text_encoder", "vision_encoder"):
+        for key in ("text_encoder", "vision_encoder", "contrastive_logits"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
@@ -177,70 +176,69 @@ def check_inputs(inputs, query_length):
 
 
 def OWLViT(
-    text="b",
-    vision="b32",
-    projection_dim=512,
+    clip="clip_b32",
     objectness=False,
     *,
+    text=None,
+    vision=None,
+    projection_dim=None,
     weights=None,
     input_shape=None,
     include_preprocessing=True,
-    vocabulary_size=CLIP_VOCABULARY_SIZE,
+    vocabulary_size=None,
     query_length=16,
     dropout_rate=0.0,
     layer_norm_epsilon=1e-5,
     default_size=768,
     name="owl_vit",
 ):
-    """Builds an OWL-ViT (or, with `objectness`, OWLv2) detector.
+    """Builds an OWL-ViT (or, with `objectness`, OWLv2) detector on a CLIP model.
 
     Args:
-        text: the text tower: a key of `CLIP_TEXT_VARIANTS` ("b", "l") or a dict of
-            `CLIPTextEncoder` arguments (`width`, `depth`, `num_heads`, `mlp_dim`).
-        vision: the vision tower: a key of `CLIP_VISION_VARIANTS` ("b32", "b16", "l14")
-            or a dict of `CLIPVisionEncoder` arguments (`patch_size`, `width`, ...).
-        projection_dim: the shared image-text embedding width.
+        clip: a CLIP registry name ("clip_b32", "clip_b16", "clip_l14", "clip_pico16"),
+            built for this input size and `query_length`-token queries; or a CLIP
+            `keras.Model` (`keras_vit.applications.clip`), whose towers are used as they are.
         objectness: OWLv2's objectness head.
+        text, vision, projection_dim, vocabulary_size: with a registry name, overrides of
+            its towers (`CLIP`'s arguments; None keeps the variant's).
         weights: None, or a transformers `OwlViTForObjectDetection` /
             `Owlv2ForObjectDetection` directory.
         input_shape: `(height, width, 3)`, default `(default_size, default_size, 3)`;
             images are resized to it (OWLv2: padded to a square first).
         include_preprocessing: inputs are [0, 255] pixels (CLIP's statistics inside).
-        vocabulary_size, query_length: the tokenizer's ids and the tokens per query (16).
-        dropout_rate: dropout in both towers' blocks (0 as published).
-        layer_norm_epsilon: of every LayerNorm (1e-5).
+        query_length: tokens per query (16).
+        dropout_rate, layer_norm_epsilon: of both towers (0 and 1e-5 as published).
 
     Returns an `OwlViTDetector` (its docstring lists the inputs and outputs).
     """
-    text_config = _variant(text, CLIP_TEXT_VARIANTS, "text")
-    vision_config = _variant(vision, CLIP_VISION_VARIANTS, "vision")
-    input_shape = common.image_input_shape(name, input_shape, default_size, vision_config["patch_size"])
-    text_encoder = CLIPTextEncoder(
-        **text_config,
-        projection_dim=projection_dim,
-        vocabulary_size=vocabulary_size,
-        sequence_length=query_length,
-        dropout_rate=dropout_rate,
-        layer_norm_epsilon=layer_norm_epsilon,
+    if isinstance(clip, str):
+        if model_info(clip).task != "image_text":
+            raise ValueError(f"{name}: clip={clip!r} is a {model_info(clip).task} model; pass a CLIP name such as 'clip_b32'.")
+        overrides = dict(text=text, vision=vision, projection_dim=projection_dim, vocabulary_size=vocabulary_size)
+        clip = create_model(
+            clip,
+            input_shape=common.image_input_shape(name, input_shape, default_size),
+            include_preprocessing=include_preprocessing,
+            sequence_length=query_length,
+            dropout_rate=dropout_rate,
+            layer_norm_epsilon=layer_norm_epsilon,
+            **{key: value for key, value in overrides.items() if value is not None},
+        )
+    layers = {layer.name for layer in getattr(clip, "layers", ())}
+    if not {"text_encoder", "vision_encoder", "contrastive_logits"} <= layers:
+        raise ValueError(
+            f"{name}: clip must be a CLIP registry name such as 'clip_b32' or a CLIP model with text_encoder, "
+            f"vision_encoder and contrastive_logits layers; got {clip!r}."
+        )
+    model = OwlViTDetector(
+        clip.get_layer("text_encoder"),
+        clip.get_layer("vision_encoder"),
+        clip.get_layer("contrastive_logits"),
+        objectness,
+        layer_norm_epsilon,
+        name=name,
     )
-    vision_encoder = CLIPVisionEncoder(
-        **vision_config,
-        projection_dim=projection_dim,
-        input_shape=input_shape,
-        include_preprocessing=include_preprocessing,
-        dropout_rate=dropout_rate,
-        layer_norm_epsilon=layer_norm_epsilon,
-    )
-    model = OwlViTDetector(text_encoder, vision_encoder, objectness, layer_norm_epsilon, name=name)
     return common.load_weights(model, weights, family="owl_vit")
-
-
-def _variant(value, table, tower):
-    if isinstance(value, dict):
-        return dict(value)
-    if value not in table:
-        raise ValueError(f"OWL-ViT: unknown {tower} tower {value!r}; pick one of {sorted(table)} or pass a dict of its arguments.")
-    return dict(table[value])
 
 
 def _register(name, constructor_name, description, params, default_size):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit.applications.clip import CLIP, CLIPContrastiveLoss, CLIPTextEncoder, CLIPVisionEncoder
+from keras_vit.applications.clip import CLIPContrastiveLoss, CLIPTextEncoder, CLIPVisionEncoder, contrastive_model
 
 
 def _reference_loss(ids, logits):
@@ -36,7 +36,7 @@ def test_pretraining_learns_which_caption_goes_with_which_image():
     text = CLIPTextEncoder(width=16, depth=1, num_heads=2, mlp_dim=32, projection_dim=8, vocabulary_size=12, sequence_length=4)
     vision = CLIPVisionEncoder(patch_size=8, width=16, depth=1, num_heads=2, mlp_dim=32, projection_dim=8,
                                input_shape=(16, 16, 3))
-    model = CLIP(text, vision)
+    model = contrastive_model(text, vision)
     rng = np.random.RandomState(0)
     kinds = np.repeat(np.arange(3), 4)  # one batch: three colors, four images each, one caption per color
     colors = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230]], "float32")
@@ -49,3 +49,15 @@ def test_pretraining_learns_which_caption_goes_with_which_image():
     assert history[0] > floor + 1.0 and history[-1] < floor + 0.2, (history[0], history[-1])
     logits = keras.ops.convert_to_numpy(model.predict_on_batch(x)["logits_per_image"])
     assert (kinds[logits.argmax(-1)] == kinds).all()  # each image's best caption names its color
+
+
+@pytest.mark.slow
+@pytest.mark.backend_agnostic
+def test_published_parameter_counts():
+    import keras_vit
+
+    # transformers' CLIPModel at 224 px with 77 text positions (the OWL-ViT detectors' counts are in test_owl_vit).
+    for name, params in {"clip_b32": 151_277_313, "clip_b16": 149_620_737, "clip_l14": 427_616_513}.items():
+        assert keras_vit.model_info(name).params == params
+        assert keras_vit.create_model(name).count_params() == params, name
+        keras.backend.clear_session()

@@ -21,7 +21,9 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
-from keras_vit.applications.clip.model import CLIP_VOCABULARY_SIZE
+# CLIP's BPE vocabulary: 49,152 merges' worth of tokens plus the start and end ids (end-of-text last).
+CLIP_VOCABULARY_SIZE = 49408
+
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_vit.applications.clip.tokenizer import CLIPTokenizer, train_clip_tokenizer
+from keras_vit.data.tokenizer import CLIPTokenizer, train_clip_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
