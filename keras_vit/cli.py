@@ -17,6 +17,7 @@ _TRAIN_OPTIONS = {
     "tpu_address": "tpu_address", "precision": "precision", "min_crop_scale": "min_crop_scale",
     "max_objects": "max_objects", "validation_steps": "validation_steps", "backbone_learning_rate": "backbone_learning_rate",
     "palette": "palette", "palette_size": "palette_size", "objective": "objective", "remat": "remat", "samples": "samples",
+    "pretrain_epochs": "pretrain_epochs", "unseen": "unseen",
 }
 
 
@@ -24,11 +25,14 @@ def _train(args):
     from keras_vit.applications.registry import model_info
     from keras_vit.training import train
 
-    detection = model_info(args.model).task == "detection"
-    dataset = args.dataset or ("shapes_detection" if detection else "shapes")
+    task = model_info(args.model).task
+    detection = task == "detection"
+    dataset = args.dataset or ("shapes_detection" if task in ("detection", "open_vocabulary_detection") else "shapes")
     output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(str(dataset).rstrip('/'))}")
     given = lambda value: value is not None and value is not False  # flags left at their default are not passed
     options = {name: getattr(args, flag) for flag, name in _TRAIN_OPTIONS.items() if given(getattr(args, flag))}
+    if "unseen" in options:
+        options["unseen"] = tuple(name.strip() for name in options["unseen"].split(",") if name.strip())
     result = train(args.model, dataset, output_dir=output_dir, verbose=1 if sys.stdout.isatty() else 2, **options)
     epochs = len(result.history["loss"])
     if detection:
@@ -37,7 +41,16 @@ def _train(args):
             f"({result.seconds:.0f} s). Wrote {output_dir}/model.keras, history.json, summary.json, curves.png, predictions.png"
         )
         return
-    if model_info(args.model).task == "generation":
+    if task == "open_vocabulary_detection":
+        history = result.history
+        print(
+            f"\nvalidation AP (text queries) {history['val_AP'][-1]:.4f}: seen categories "
+            f"{history.get('val_seen_AP', [float('nan')])[-1]:.4f}, held-out categories "
+            f"{history.get('val_unseen_AP', [float('nan')])[-1]:.4f}, after {epochs} epochs ({result.seconds:.0f} s). Wrote "
+            f"{output_dir}/model.keras, history.json, summary.json, curves.png, predictions.png"
+        )
+        return
+    if task == "generation":
         print(
             f"\nvalidation {result.val_accuracy:.4f} bits per dimension ({result.history['val_loss'][-1]:.4f} nats per token) "
             f"after {epochs} epochs ({result.seconds:.0f} s). Wrote {output_dir}/model.keras, palette.npy, history.json, "
@@ -487,7 +500,13 @@ def build_parser():
                             "(default), a TFDS detection dataset (coco/2017) or a COCO-format folder / instances JSON")
     train.add_argument("--data-dir", default=None, help="TFDS data_dir (default: ~/.cache/keras_vit/tensorflow_datasets)")
     train.add_argument("--image-size", type=int, default=None, help="square input side (default: the model's)")
-    train.add_argument("--batch-size", type=int, default=None, help="global batch (default: 64; detection: 8)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="global batch (default: 64; detection: 8; open-vocabulary detection: 16)")
+    train.add_argument("--pretrain-epochs", type=int, default=None,
+                       help="open-vocabulary detection: epochs of contrastive image-caption pretraining first (default 10; 0: none)")
+    train.add_argument("--unseen", default=None,
+                       help='open-vocabulary detection: comma-separated categories held out of detection training, e.g. '
+                            '"red triangle, blue ring" (default: six, one per shape; "" holds out none)')
     train.add_argument("--epochs", type=int, default=None,
                        help="default: the recipe's, or more on a small dataset (baseline: at least 1,800 steps)")
     train.add_argument("--weights", default=None, metavar="PATH",

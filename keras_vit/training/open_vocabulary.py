@@ -74,7 +74,7 @@ def train_open_vocabulary_detector(
     model="owlvit_pico",
     dataset="shapes_detection",
     *,
-    captions="shapes",
+    captions=None,
     data_dir=None,
     image_size=None,
     batch_size=16,
@@ -107,8 +107,10 @@ def train_open_vocabulary_detector(
 
     Args:
         model: an open-vocabulary registry name ("owlvit_pico").
-        dataset: "shapes_detection" (its categories are the 48 "color shape" captions).
-        captions: the image-caption dataset of stage 1 ("shapes"); None skips pretraining.
+        dataset: "shapes_detection" or "shapes_detection/small" (its categories are the 48
+            "color shape" captions).
+        captions: the image-caption dataset of stage 1: default "shapes" ("shapes/small" for
+            the small detection set); with `pretrain_epochs=0` there is no stage 1.
         image_size: the detector's input side (default: the model's default size).
         batch_size, epochs, learning_rate, weight_decay, clip_norm: stage 2's AdamW.
         pretrain_epochs, pretrain_batch_size, pretrain_learning_rate: stage 1's.
@@ -156,7 +158,7 @@ def train_open_vocabulary_detector(
     spec = model_info(model)
     if spec.task != "open_vocabulary_detection":
         raise ValueError(f"{model!r} is a {spec.task} model; train_open_vocabulary_detector trains owlvit_* / owlv2_* models.")
-    if dataset != "shapes_detection":
+    if dataset not in ("shapes_detection", "shapes_detection/small"):
         raise ValueError(
             f"dataset={dataset!r}: open-vocabulary training reads 'shapes_detection', whose objects carry the captions "
             "its queries come from; other detection datasets have no captions to query."
@@ -165,10 +167,11 @@ def train_open_vocabulary_detector(
     check_global_batch(batch_size, num_replicas(distribution))
     keras.utils.set_random_seed(seed)
     image_size = image_size or spec.default_size
+    captions = captions or ("shapes/small" if dataset.endswith("/small") else "shapes")
     unseen = tuple(DEFAULT_UNSEEN if unseen is None else unseen)
     tokenizer = CLIPTokenizer.from_directory(weights) if weights is not None else train_clip_tokenizer(SHAPES_CATEGORIES)
 
-    common = dict(tokenizer=tokenizer, data_dir=data_dir, image_size=image_size, unseen=unseen, batch_size=batch_size)
+    common = dict(name=dataset, tokenizer=tokenizer, data_dir=data_dir, image_size=image_size, unseen=unseen, batch_size=batch_size)
     if max_objects is not None:
         common["max_objects"] = max_objects
     val_data, val_info = load_open_vocabulary_dataset("validation", queries="all", **common)
@@ -214,7 +217,7 @@ def train_open_vocabulary_detector(
         "learning_rate": learning_rate,
         "weight_decay": weight_decay,
         "clip_norm": clip_norm,
-        "pretrain_epochs": pretrain_epochs if captions else 0,
+        "pretrain_epochs": pretrain_epochs,
         "pretrain_batch_size": pretrain_batch_size,
         "pretrain_learning_rate": pretrain_learning_rate,
         "weights": None if weights is None else os.fspath(weights),
@@ -231,7 +234,7 @@ def train_open_vocabulary_detector(
         state = _resume(network, checkpoint_dir, summary, overwrite, run_keys=_RUN_KEYS)
         start = time.time()
         pretrain_history = []
-        if state is None and captions and pretrain_epochs:
+        if state is None and pretrain_epochs:
             caption_data, caption_info = load_caption_dataset(
                 "train", tokenizer=tokenizer, name=captions, data_dir=data_dir, image_size=image_size,
                 batch_size=pretrain_batch_size, training=True, seed=seed)
