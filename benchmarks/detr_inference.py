@@ -14,7 +14,6 @@ Usage:
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -24,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from benchmarks.timing import time_alternating  # noqa: E402
 
 
 def main():
@@ -56,14 +57,8 @@ def main():
     start = time.perf_counter()
     run_ours()
     first_call = time.perf_counter() - start
-    run_reference()
-    times = {"keras-vit": [], "transformers": []}
-    for _ in range(args.iters):
-        for name, run in (("keras-vit", run_ours), ("transformers", run_reference)):
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    rate = {name: args.batch / statistics.median(values) for name, values in times.items()}
+    seconds = time_alternating({"keras-vit": run_ours, "transformers": run_reference}, args.iters)
+    rate = {name: args.batch / value for name, value in seconds.items()}
     print(json.dumps({
         "backend": keras.backend.backend(), "batch": args.batch, "size": args.size, "iters": args.iters,
         "first_call_s": round(first_call, 1), "keras_vit_img_s": round(rate["keras-vit"], 3),

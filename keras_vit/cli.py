@@ -409,13 +409,19 @@ def _info(args):
     kwargs = {}
     if args.image_size is not None:
         kwargs["input_shape"] = (args.image_size, args.image_size, 3)
+    task = keras_vit.model_info(args.model).task
     model = keras_vit.create_model(args.model, **kwargs)
     size = args.image_size or keras_vit.model_info(args.model).default_size
-    cost = measure(model, default_size=size)
-    _, height, width, channels = image_input_shape(model, size)
+    image_side = _image_side(model, task)
+    cost = measure(image_side, default_size=size)
+    _, height, width, channels = image_input_shape(image_side, size)
     print(f"model               {args.model} ({model.name})")
     print(f"input               {height}x{width}x{channels}")
-    print(f"parameters          {cost.params:,}")
+    print(f"parameters          {model.count_params():,}")
+    if image_side is not model:
+        text = model.get_layer("text_encoder")
+        print(f"text tower          {text.count_params():,} parameters, {text.input['input_ids'].shape[1]} tokens per "
+              "text, run once per text (the costs below are the image side's, per image)")
     print(f"GMACs               {cost.gmacs:.2f}   (multiply-adds; papers' 'FLOPs')")
     print(f"GFLOPs              {cost.gflops:.2f}")
     if cost.attention_layers:
@@ -425,6 +431,17 @@ def _info(args):
             f"attention matrices  {cost.attention_elements:,} elements per image = "
             f"{cost.attention_bytes(4) / 2**20:.1f} MiB float32, {cost.attention_bytes(2) / 2**20:.1f} MiB bfloat16"
         )
+
+
+def _image_side(model, task):
+    """What one image costs: the model itself, or the query-independent part of an image-text model."""
+    if task == "open_vocabulary_detection":
+        from keras_vit.applications.owl_vit.detect import image_side_model
+
+        return image_side_model(model)
+    if task == "image_text":
+        return model.get_layer("vision_encoder")
+    return model
 
 
 def _info_generation(spec, image_size):

@@ -125,3 +125,10 @@ def test_train_refuses_other_datasets_and_unknown_unseen(small_data_dir):
         train("owlvit_pico", "coco/2017", data_dir=small_data_dir)
     with pytest.raises(ValueError, match="pink circle"):
         train("owlvit_pico", "shapes_detection/small", data_dir=small_data_dir, unseen=("pink circle",), epochs=1)
+
+
+def test_info_measures_the_image_side_and_names_the_text_tower(capsys):
+    assert cli.main(["info", "owlvit_pico"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "input               128x128x3" in out and "parameters          3,438,023" in out
+    assert "text tower          3,267,328 parameters, 16 tokens" in out and "2 heads x 65x65" in out

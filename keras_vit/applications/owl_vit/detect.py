@@ -17,13 +17,11 @@ from keras_vit.ops import box_iou, center_to_corners, generalized_box_iou
 _IMAGE_MODELS = weakref.WeakKeyDictionary()  # detector -> its compiled vision-side model
 
 
-def image_outputs(model, images):
-    """The vision side of `model` on a batch of model-sized images `(batch, H, W, 3)`.
-
-    Returns NumPy `{"image_features": (batch, patches, width), "pred_boxes": (batch,
-    patches, 4), "class_embeddings": (batch, patches, dim)}` (+ OWLv2's
-    `"objectness_logits": (batch, patches)`).
-    """
+def image_side_model(model):
+    """A `keras.Model` over `model`'s own layers: images `(batch, H, W, 3)` -> `{"image_features":
+    (batch, patches, width), "pred_boxes": (batch, patches, 4), "class_embeddings": (batch,
+    patches, dim)}` (+ OWLv2's `"objectness_logits": (batch, patches)`): everything that does not
+    depend on the queries. Built once per detector."""
     if model not in _IMAGE_MODELS:
         features = model.get_layer("layer_norm").output
         outputs = {
@@ -34,7 +32,13 @@ def image_outputs(model, images):
         if model.objectness:
             outputs["objectness_logits"] = model.output["objectness_logits"]
         _IMAGE_MODELS[model] = keras.Model(model.input["images"], outputs, name=f"{model.name}_image_side")
-    return {key: np.asarray(value) for key, value in _IMAGE_MODELS[model].predict_on_batch(np.asarray(images, "float32")).items()}
+    return _IMAGE_MODELS[model]
+
+
+def image_outputs(model, images):
+    """`image_side_model(model)`'s NumPy outputs on a batch of model-sized images `(batch, H, W, 3)`."""
+    outputs = image_side_model(model).predict_on_batch(np.asarray(images, "float32"))
+    return {key: np.asarray(value) for key, value in outputs.items()}
 
 
 def embed_queries(model, queries, tokenizer=None):
