@@ -119,3 +119,30 @@ def test_published_parameter_counts():
         assert keras_vit.model_info(name).params == params
         assert keras_vit.create_model(name).count_params() == params, name
         keras.backend.clear_session()
+
+
+def test_bad_inputs_are_value_errors(transformers_owl, tmp_path):
+    model_type, _, path = transformers_owl
+    if model_type != "owlvit":
+        pytest.skip("one checkpoint is enough for the input checks")
+    model = load_transformers_checkpoint(path)
+    images = np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), "float32")
+    input_ids, attention_mask = _queries(batch=2)
+    with pytest.raises(ValueError, match="takes a dict with keys"):
+        model(images)
+    with pytest.raises(ValueError, match="2 images but queries for 1"):
+        model({"images": images, "input_ids": input_ids[:1], "attention_mask": attention_mask[:1]})
+    with pytest.raises(ValueError, match="queries are 8 tokens long, the text tower takes 16"):
+        model({"images": images, "input_ids": input_ids[..., :8], "attention_mask": attention_mask[..., :8]})
+    with pytest.raises(ValueError, match="has no tokenizer for text queries"):
+        model.detect(images[0], queries=["a cat"])
+    with pytest.raises(ValueError, match="non-empty list of str"):
+        model.detect(images[0], queries=[], tokenizer=object())
+    with pytest.raises(ValueError, match="exactly one of queries, query_embeddings and query_images"):
+        model.detect(images[0])
+    with pytest.raises(ValueError, match=r"must be \(queries, dim\) with at least one query, got shape \(2, 2, 32\)"):
+        model.detect(images[0], query_embeddings=np.zeros((2, 2, 32)))
+    with pytest.raises(ValueError, match="pass \\(height, width, 3\\) RGB arrays"):
+        model.detect(np.zeros((8, 8)), query_embeddings=np.zeros((2, 32)))
+    with pytest.raises(ValueError, match="holds a 'owlvit' model \\(owl_vit family\\); it cannot fill"):
+        keras_vit.create_model("vit_pico8", weights=str(path))  # a checkpoint of another architecture
