@@ -22,12 +22,12 @@ def _transformers_dir(path, model_type):
 
 
 def test_supported_checkpoints_are_registered_by_the_families():
-    assert supported_checkpoints() == {"transformers": ["detr", "imagegpt", "swin", "swinv2", "vit"], "timm": ["detr", "mvit", "swin", "vit"]}
+    assert supported_checkpoints() == {"transformers": ["detr", "imagegpt", "owlv2", "owlvit", "swin", "swinv2", "vit"], "timm": ["detr", "mvit", "swin", "vit"]}
 
 
 def test_an_unsupported_model_type_names_itself_and_the_supported_ones(tmp_path):
     directory = _transformers_dir(tmp_path / "resnet", "resnet")
-    expected = "holds a 'resnet' model: keras-vit has no converter for transformers model_type 'resnet'. Supported model types: detr, imagegpt, swin, swinv2, vit"
+    expected = "holds a 'resnet' model: keras-vit has no converter for transformers model_type 'resnet'. Supported model types: detr, imagegpt, owlv2, owlvit, swin, swinv2, vit"
     with pytest.raises(ValueError, match=expected):
         _tiny_resnet(weights=directory)
     with pytest.raises(ValueError, match=expected):
