@@ -123,8 +123,6 @@ def test_published_parameter_counts():
 
 def test_bad_inputs_are_value_errors(transformers_owl, tmp_path):
     model_type, _, path = transformers_owl
-    if model_type != "owlvit":
-        pytest.skip("one checkpoint is enough for the input checks")
     model = load_transformers_checkpoint(path)
     images = np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), "float32")
     input_ids, attention_mask = _queries(batch=2)
@@ -144,5 +142,5 @@ def test_bad_inputs_are_value_errors(transformers_owl, tmp_path):
         model.detect(images[0], query_embeddings=np.zeros((2, 2, 32)))
     with pytest.raises(ValueError, match="pass \\(height, width, 3\\) RGB arrays"):
         model.detect(np.zeros((8, 8)), query_embeddings=np.zeros((2, 32)))
-    with pytest.raises(ValueError, match="holds a 'owlvit' model \\(owl_vit family\\); it cannot fill"):
+    with pytest.raises(ValueError, match=f"holds a '{model_type}' model \\(owl_vit family\\); it cannot fill"):
         keras_vit.create_model("vit_pico8", weights=str(path))  # a checkpoint of another architecture
