@@ -336,7 +336,7 @@ def _encode(tokenizer, texts, length):
     """int32 `(input_ids, attention_mask)` `(len(texts), length)` of `texts`, as OWL-ViT and CLIP read them."""
     if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "sequence_length"):
         raise ValueError(
-            f"tokenizer={tokenizer!r}: pass a keras_vit.applications.clip.CLIPTokenizer to encode the "
+            f"tokenizer={tokenizer!r}: pass a keras_vit.data.CLIPTokenizer to encode the "
             "category names, e.g. train_clip_tokenizer(SHAPES_CATEGORIES) or "
             "CLIPTokenizer.from_directory(...) (keras_vit.data.tokenizer)."
         )

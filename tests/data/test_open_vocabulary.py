@@ -268,7 +268,7 @@ def test_bad_input(tokenizer, detection_dir, shapes_data_dir, tmp_path):
         (dict(categories="red circle"), "categories must be a non-empty list"),
         (dict(queries="unseen"), r"queries='unseen': pass 'seen'.*or 'all'"),
         (dict(categories=("red circle",), unseen=("red circle",), training=True), "leaves nothing to query"),
-        (dict(tokenizer=None), r"tokenizer=None: pass a keras_vit.applications.clip.CLIPTokenizer"),
+        (dict(tokenizer=None), r"tokenizer=None: pass a keras_vit.data.CLIPTokenizer"),
         (dict(tokenizer=train_clip_tokenizer(list(SHAPES_CATEGORIES), sequence_length=8)),
          r"encodes 8 tokens per text.*query_length=16"),
         (dict(tokenizer=_eos_not_largest(tokenizer, tmp_path)), r"must be <\|endoftext\|>'s"),

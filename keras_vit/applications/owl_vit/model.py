@@ -153,7 +153,7 @@ def check_inputs(inputs, query_length):
         given = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
         raise ValueError(
             f"OWL-ViT takes a dict with keys {list(INPUT_KEYS)}, got {given}. Tokenize text queries with "
-            "keras_vit.applications.clip.CLIPTokenizer(...).batch_queries(...), or call detector.detect(images, queries=[...])."
+            "keras_vit.data.CLIPTokenizer(...).batch_queries(...), or call detector.detect(images, queries=[...])."
         )
     shapes = {key: tuple(inputs[key].shape) for key in INPUT_KEYS}
     for key, rank in (("images", 4), ("input_ids", 3), ("attention_mask", 3)):
