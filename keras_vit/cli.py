@@ -68,7 +68,7 @@ def _load_classifier(args):
     from keras_vit.applications.saving import ClassifierMetadata, load_classifier
 
     model, metadata = load_classifier(args.model, metadata_required=not args.class_names)
-    if metadata is not None and metadata.task == "detection":
+    if metadata is not None and metadata.task in ("detection", "open_vocabulary_detection"):
         return model, metadata, metadata.image_size
     if args.class_names:
         names = [name.strip() for name in args.class_names.split(",")]
@@ -88,6 +88,8 @@ def _evaluate(args):
     model, metadata, image_size = _load_classifier(args)
     if metadata.task == "detection":
         return _evaluate_detector(args, model, metadata)
+    if metadata.task == "open_vocabulary_detection":
+        return _evaluate_open_vocabulary(args, model, metadata)
     dataset, info = load_dataset(args.dataset, args.split, data_dir=args.data_dir, image_size=image_size,
                                  batch_size=args.batch_size, eval_crop_fraction=metadata.eval_crop_fraction)
     if info.class_names != list(metadata.class_names):
@@ -112,10 +114,8 @@ def _evaluate(args):
 
 
 def _evaluate_detector(args, model, metadata):
-    from keras_vit.applications.saving import resolve_model_path
     from keras_vit.data.detection import load_detection_dataset
     from keras_vit.evaluation import evaluate_detector
-    from keras_vit.training.run_folder import write_json_atomically
 
     dataset, info = load_detection_dataset(
         args.dataset, args.split, data_dir=args.data_dir, image_size=metadata.image_size, max_size=metadata.max_size,
@@ -127,14 +127,45 @@ def _evaluate_detector(args, model, metadata):
             f"{info.class_names}: evaluate on a dataset with the model's classes, in the same order."
         )
     metrics = evaluate_detector(model, dataset, num_classes=len(metadata.class_names), progress=sys.stdout.isatty())
+    _report_detection_metrics(args, metrics, info.num_examples)
+
+
+def _evaluate_open_vocabulary(args, model, metadata):
+    """COCO AP of an OWL-ViT run with every category it was evaluated on queried by text, and AP on the
+    categories held out of its training (read from the run's summary.json) apart."""
+    from keras_vit.applications.saving import resolve_model_path
+    from keras_vit.data.open_vocabulary import DEFAULT_UNSEEN, load_open_vocabulary_dataset
+    from keras_vit.evaluation import evaluate_detector
+    from keras_vit.evaluation.detection import post_process_open_vocabulary
+    from keras_vit.training.run_folder import SUMMARY_FILE, read_json
+
+    summary_path = os.path.join(os.path.dirname(os.path.abspath(resolve_model_path(args.model))), SUMMARY_FILE)
+    summary = read_json(summary_path, "The run summary", "Re-run keras-vit train to write it.") if os.path.isfile(summary_path) else {}
+    unseen = tuple(summary.get("unseen", DEFAULT_UNSEEN))
+    dataset, info = load_open_vocabulary_dataset(
+        args.split, tokenizer=model.tokenizer, name=args.dataset, data_dir=args.data_dir, categories=metadata.class_names,
+        unseen=unseen, queries="all", image_size=metadata.image_size, batch_size=args.batch_size,
+    )
+    names = list(info.query_names)
+    groups = {"seen": [i for i, name in enumerate(names) if name not in unseen],
+              "unseen": [names.index(name) for name in unseen]} if unseen else None
+    metrics = evaluate_detector(model, dataset, num_classes=len(names), post_process=post_process_open_vocabulary,
+                                label_groups=groups, progress=sys.stdout.isatty())
+    _report_detection_metrics(args, metrics, info.num_examples)
+
+
+def _report_detection_metrics(args, metrics, num_examples):
+    from keras_vit.applications.saving import resolve_model_path
+    from keras_vit.training.run_folder import write_json_atomically
+
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(resolve_model_path(args.model)))
     os.makedirs(output_dir, exist_ok=True)
     stem = f"evaluation_{os.path.basename(str(args.dataset).rstrip('/')).replace('/', '_')}_{args.split}"
     write_json_atomically(os.path.join(output_dir, stem + ".json"), {
         "model": os.path.abspath(args.model), "dataset": args.dataset, "split": args.split, **metrics})
-    print(f"{info.num_examples} images of {args.dataset!r} ({args.split}), COCO mAP:")
+    print(f"{num_examples} images of {args.dataset!r} ({args.split}), COCO mAP:")
     for name, value in metrics.items():
-        print(f"  {name:6} {value:.4f}")
+        print(f"  {name:10} {value:.4f}")
     print(f"Wrote {os.path.join(output_dir, stem)}.json")
 
 

@@ -59,6 +59,15 @@ def test_train_writes_the_artifacts_with_seen_and_unseen_ap(owl_run, capsys):
     assert not os.path.exists(os.path.join(owl_run, "checkpoint"))
 
 
+def test_evaluate_reports_seen_and_held_out_ap(owl_run, small_data_dir, capsys):
+    code = cli.main(["evaluate", "--model", owl_run, "--dataset", "shapes_detection/small", "--data-dir", small_data_dir,
+                     "--batch-size", "16"])
+    assert code in (0, None)
+    assert "unseen_AP" in capsys.readouterr().out
+    report = json.loads(open(os.path.join(owl_run, "evaluation_small_validation.json")).read())
+    assert all(0 <= report[key] <= 1 for key in ("AP", "seen_AP", "unseen_AP"))
+
+
 def test_detect_with_text_queries_from_a_trained_run(owl_run, scene_paths, tmp_path):
     output = tmp_path / "out"
     code = cli.main(["detect", *scene_paths, "--model", owl_run, "--queries", "red triangle, green circle",
