@@ -144,21 +144,30 @@ def assert_trains_and_round_trips(model, path, size=32, classes=3):
     np.testing.assert_allclose(to_numpy(restored(images)), to_numpy(model(images)), atol=1e-5)
 
 
-@pytest.fixture(scope="session")
-def shapes_data_dir(tmp_path_factory):
-    """A TFDS data_dir holding `shapes/small` (600 train, 120 test), prepared once per session
-    with sockets refused (nothing may be downloaded)."""
+def prepare_offline(name, data_dir):
+    """Generates the TFDS dataset `name` into `data_dir` with sockets refused (nothing may be downloaded)."""
     import socket
 
     import tensorflow_datasets as tfds
 
-    import keras_vit.data  # noqa: F401  (registers the `shapes` builder)
+    import keras_vit.data  # noqa: F401  (registers the `shapes` builders)
 
     def refuse_network(*args, **kwargs):
         raise OSError("Network access is forbidden in tests.")
 
-    data_dir = tmp_path_factory.mktemp("tfds")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "socket", refuse_network)
-        tfds.builder("shapes/small", data_dir=data_dir).download_and_prepare()
+        tfds.builder(name, data_dir=data_dir).download_and_prepare()
     return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def shapes_data_dir(tmp_path_factory):
+    """A TFDS data_dir holding `shapes/small` (600 train, 120 test), prepared once per session."""
+    return prepare_offline("shapes/small", tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def shapes_detection_data_dir(shapes_data_dir):
+    """`shapes_data_dir` with `shapes_detection/small` (240 train, 48 test) added, prepared once per session."""
+    return prepare_offline("shapes_detection/small", shapes_data_dir)

@@ -16,18 +16,10 @@ pytestmark = pytest.mark.backend_agnostic
 
 
 @pytest.fixture(scope="module")
-def detection_data_dir(shapes_data_dir):
-    import tensorflow_datasets as tfds
-
-    tfds.builder("shapes_detection/small", data_dir=shapes_data_dir).download_and_prepare()
-    return shapes_data_dir
-
-
-@pytest.fixture(scope="module")
-def detector_run(detection_data_dir, tmp_path_factory):
+def detector_run(shapes_detection_data_dir, tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("detect") / "run")
     code = cli.main([
-        "train", "--model", "detr_pico", "--dataset", "shapes_detection/small", "--data-dir", detection_data_dir,
+        "train", "--model", "detr_pico", "--dataset", "shapes_detection/small", "--data-dir", shapes_detection_data_dir,
         "--epochs", "2", "--steps-per-epoch", "2", "--validation-steps", "1", "--batch-size", "4",
         "--output-dir", output_dir,
     ])
@@ -47,9 +39,9 @@ def test_train_writes_the_artifacts_with_map_per_epoch(detector_run):
     assert not os.path.exists(os.path.join(detector_run, "checkpoint"))
 
 
-def test_evaluate_prints_and_writes_coco_map(detector_run, detection_data_dir, capsys):
+def test_evaluate_prints_and_writes_coco_map(detector_run, shapes_detection_data_dir, capsys):
     code = cli.main(["evaluate", "--model", detector_run, "--dataset", "shapes_detection/small",
-                     "--data-dir", detection_data_dir, "--batch-size", "16"])
+                     "--data-dir", shapes_detection_data_dir, "--batch-size", "16"])
     assert code in (0, None)
     assert "COCO mAP" in capsys.readouterr().out
     report = json.loads(open(os.path.join(detector_run, "evaluation_small_validation.json")).read())
@@ -73,13 +65,13 @@ def test_detect_draws_each_image_and_writes_json(detector_run, tmp_path):
     assert sorted(os.listdir(output)) == ["00000_scene0.png", "00001_scene1.png", "detections.json"]
 
 
-def test_detect_refuses_a_classifier_and_train_refuses_classification_options(detection_data_dir, tmp_path):
+def test_detect_refuses_a_classifier_and_train_refuses_classification_options(shapes_detection_data_dir, tmp_path):
     with pytest.raises(ValueError, match="classification options"):
-        train("detr_pico", "shapes_detection/small", data_dir=detection_data_dir, recipe="baseline")
+        train("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, recipe="baseline")
     with pytest.raises(ValueError, match="max_objects=30 exceeds the model's 20 queries"):
-        train_detector("detr_pico", "shapes_detection/small", data_dir=detection_data_dir, max_objects=30)
+        train_detector("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, max_objects=30)
     with pytest.raises(ValueError, match="is a classification model"):
-        train_detector("vit_pico8", "shapes_detection/small", data_dir=detection_data_dir)
+        train_detector("vit_pico8", "shapes_detection/small", data_dir=shapes_detection_data_dir)
 
 
 def test_info_measures_a_detector(capsys):

@@ -18,18 +18,10 @@ pytestmark = pytest.mark.backend_agnostic
 
 
 @pytest.fixture(scope="module")
-def small_data_dir(shapes_data_dir):
-    import tensorflow_datasets as tfds
-
-    tfds.builder("shapes_detection/small", data_dir=shapes_data_dir).download_and_prepare()
-    return shapes_data_dir
-
-
-@pytest.fixture(scope="module")
-def owl_run(small_data_dir, tmp_path_factory):
+def owl_run(shapes_detection_data_dir, tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("owl") / "run")
     code = cli.main([
-        "train", "--model", "owlvit_pico", "--dataset", "shapes_detection/small", "--data-dir", small_data_dir,
+        "train", "--model", "owlvit_pico", "--dataset", "shapes_detection/small", "--data-dir", shapes_detection_data_dir,
         "--epochs", "1", "--steps-per-epoch", "2", "--validation-steps", "1", "--batch-size", "4",
         "--pretrain-epochs", "1", "--unseen", "red triangle, blue ring", "--output-dir", output_dir,
     ])
@@ -59,8 +51,8 @@ def test_train_writes_the_artifacts_with_seen_and_unseen_ap(owl_run, capsys):
     assert not os.path.exists(os.path.join(owl_run, "checkpoint"))
 
 
-def test_evaluate_reports_seen_and_held_out_ap(owl_run, small_data_dir, capsys):
-    code = cli.main(["evaluate", "--model", owl_run, "--dataset", "shapes_detection/small", "--data-dir", small_data_dir,
+def test_evaluate_reports_seen_and_held_out_ap(owl_run, shapes_detection_data_dir, capsys):
+    code = cli.main(["evaluate", "--model", owl_run, "--dataset", "shapes_detection/small", "--data-dir", shapes_detection_data_dir,
                      "--batch-size", "16"])
     assert code in (0, None)
     assert "unseen_AP" in capsys.readouterr().out
@@ -129,11 +121,11 @@ def test_bad_detect_arguments_are_value_errors(transformers_checkpoint, owl_run,
         assert message in capsys.readouterr().err, message
 
 
-def test_train_refuses_other_datasets_and_unknown_unseen(small_data_dir):
+def test_train_refuses_other_datasets_and_unknown_unseen(shapes_detection_data_dir):
     with pytest.raises(ValueError, match="open-vocabulary training reads 'shapes_detection'"):
-        train("owlvit_pico", "coco/2017", data_dir=small_data_dir)
+        train("owlvit_pico", "coco/2017", data_dir=shapes_detection_data_dir)
     with pytest.raises(ValueError, match="pink circle"):
-        train("owlvit_pico", "shapes_detection/small", data_dir=small_data_dir, unseen=("pink circle",), epochs=1)
+        train("owlvit_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, unseen=("pink circle",), epochs=1)
 
 
 def test_info_measures_the_image_side_and_names_the_text_tower(capsys):

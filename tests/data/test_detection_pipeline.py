@@ -1,5 +1,4 @@
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -22,21 +21,6 @@ RECTANGLE_IMAGES = [
     (140, 100, [(5, 5, 30, 60, 3), (50, 80, 40, 50, 0), (60, 10, 30, 30, 2)]),
     (120, 120, [(0, 0, 30, 30, 1), (80, 70, 40, 50, 2)]),
 ]
-
-
-@pytest.fixture(scope="module")
-def shapes_detection_dir(tmp_path_factory):
-    """A TFDS data_dir holding `shapes_detection/small`, prepared with
-    sockets refused (nothing may be downloaded)."""
-    data_dir = tmp_path_factory.mktemp("tfds_detection")
-
-    def refuse_network(*args, **kwargs):
-        raise OSError("Network access is forbidden in tests.")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "socket", refuse_network)
-        tfds.builder("shapes_detection/small", data_dir=data_dir).download_and_prepare()
-    return str(data_dir)
 
 
 def _rectangles_image(height, width, rectangles):
@@ -97,9 +81,9 @@ def _xyxy(boxes):
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
 
 
-def test_shapes_eval_batches(shapes_detection_dir):
+def test_shapes_eval_batches(shapes_detection_data_dir):
     dataset, info = load_detection_dataset(
-        "shapes_detection/small", "test", data_dir=shapes_detection_dir, batch_size=10, max_objects=8
+        "shapes_detection/small", "test", data_dir=shapes_detection_data_dir, batch_size=10, max_objects=8
     )
     assert (info.num_classes, info.class_names, info.num_examples) == (6, list(SHAPE_NAMES), 48)
     assert (info.image_size, info.max_size, info.max_objects) == (128, 128, 8)
@@ -127,9 +111,9 @@ def test_shapes_eval_batches(shapes_detection_dir):
         np.testing.assert_array_equal(y["boxes"][i, n:], 0)
 
 
-def test_label_features_combine_color_and_shape(shapes_detection_dir):
+def test_label_features_combine_color_and_shape(shapes_detection_data_dir):
     dataset, info = load_detection_dataset(
-        "shapes_detection/small", "test", data_dir=shapes_detection_dir, batch_size=16, max_objects=6,
+        "shapes_detection/small", "test", data_dir=shapes_detection_data_dir, batch_size=16, max_objects=6,
         label_features=("color", "label"),
     )
     assert info.num_classes == 48 and info.class_names[:2] == ["red circle", "red square"]
@@ -141,13 +125,13 @@ def test_label_features_combine_color_and_shape(shapes_detection_dir):
         np.testing.assert_array_equal(labels, objects["color"] * len(SHAPE_NAMES) + objects["label"])
         assert [info.class_names[label] for label in labels] == objects["caption"]
     with pytest.raises(ValueError, match=r"label_features=\('colour',\) must name ClassLabel features.*'color'"):
-        load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_dir, label_features=("colour",))
+        load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_data_dir, label_features=("colour",))
 
 
-def test_shapes_train_batches_are_seeded_and_augmented(shapes_detection_dir):
+def test_shapes_train_batches_are_seeded_and_augmented(shapes_detection_data_dir):
     def first(seed):
         dataset, _ = load_detection_dataset(
-            "shapes_detection/small", data_dir=shapes_detection_dir, training=True, seed=seed, batch_size=4
+            "shapes_detection/small", data_dir=shapes_detection_data_dir, training=True, seed=seed, batch_size=4
         )
         return next(iter(dataset))
 
@@ -412,7 +396,7 @@ def test_bad_annotations(tmp_path):
         load_detection_dataset(str(json_path))
 
 
-def test_too_many_objects_or_classes(tmp_path, shapes_detection_dir):
+def test_too_many_objects_or_classes(tmp_path, shapes_detection_data_dir):
     _write_coco(tmp_path)
     message = r"img0.png' \(id 100\).*3 boxes.*max_objects=2.*Raise max_objects to at least 3"
     with pytest.raises(ValueError, match=message):
@@ -420,7 +404,7 @@ def test_too_many_objects_or_classes(tmp_path, shapes_detection_dir):
     with pytest.raises(ValueError, match=r"label_features=\('color',\) needs a TFDS dataset.*category ids"):
         load_detection_dataset(str(tmp_path), label_features="color")
     with pytest.raises(ValueError, match=r"up to 6 objects, more than max_objects=5"):
-        load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_dir, max_objects=5)
+        load_detection_dataset("shapes_detection/small", data_dir=shapes_detection_data_dir, max_objects=5)
     with pytest.raises(ValueError, match=r"labels up to 4 \(5 classes\).*num_classes=4.*classes=5"):
         load_detection_dataset(str(tmp_path), num_classes=4)
 

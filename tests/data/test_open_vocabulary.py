@@ -2,12 +2,10 @@
 
 import collections
 import json
-import socket
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from keras_vit.data.tokenizer import CLIPTokenizer, train_clip_tokenizer
 from keras_vit.data import COLOR_NAMES
@@ -33,26 +31,12 @@ def _seed_and_reset():
 
 
 @pytest.fixture(scope="module")
-def detection_dir(tmp_path_factory):
-    """A TFDS data_dir holding `shapes_detection/small`, prepared with sockets refused."""
-    data_dir = tmp_path_factory.mktemp("tfds_open_vocabulary")
-
-    def refuse_network(*args, **kwargs):
-        raise OSError("Network access is forbidden in tests.")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "socket", refuse_network)
-        tfds.builder(SMALL, data_dir=data_dir).download_and_prepare()
-    return str(data_dir)
-
-
-@pytest.fixture(scope="module")
 def tokenizer():
     return train_clip_tokenizer(list(SHAPES_CATEGORIES))
 
 
-def _load(tokenizer, detection_dir, split="test", **options):
-    return load_open_vocabulary_dataset(split, tokenizer=tokenizer, name=SMALL, data_dir=detection_dir, **options)
+def _load(tokenizer, shapes_detection_data_dir, split="test", **options):
+    return load_open_vocabulary_dataset(split, tokenizer=tokenizer, name=SMALL, data_dir=shapes_detection_data_dir, **options)
 
 
 def _xyxy(boxes):
@@ -94,8 +78,8 @@ def test_categories_and_default_unseen():
     assert set(colors) <= set(seen_colors) and set(shapes) <= set(seen_shapes)
 
 
-def test_evaluation_batches_query_all_categories(tokenizer, detection_dir):
-    dataset, info = _load(tokenizer, detection_dir, batch_size=10)
+def test_evaluation_batches_query_all_categories(tokenizer, shapes_detection_data_dir):
+    dataset, info = _load(tokenizer, shapes_detection_data_dir, batch_size=10)
     assert info.query_names == list(SHAPES_CATEGORIES) and info.unseen_names == list(DEFAULT_UNSEEN)
     assert info.seen_names == SEEN and [info.query_names[i] for i in info.unseen_queries] == list(DEFAULT_UNSEEN)
     assert (info.num_examples, info.image_size, info.max_objects) == (48, SIZE, 6)
@@ -119,8 +103,8 @@ def test_evaluation_batches_query_all_categories(tokenizer, detection_dir):
     assert unseen_objects > 5
 
 
-def test_training_batches_leave_unseen_out_and_flip_boxes_with_images(tokenizer, detection_dir):
-    dataset, info = _load(tokenizer, detection_dir, "train", training=True, batch_size=16)
+def test_training_batches_leave_unseen_out_and_flip_boxes_with_images(tokenizer, shapes_detection_data_dir):
+    dataset, info = _load(tokenizer, shapes_detection_data_dir, "train", training=True, batch_size=16)
     assert info.query_names == SEEN and info.num_examples == 240
     assert not set(info.query_names) & set(DEFAULT_UNSEEN)
     flips, dropped, checked = collections.Counter(), 0, 0
@@ -150,9 +134,9 @@ def test_training_batches_leave_unseen_out_and_flip_boxes_with_images(tokenizer,
     assert not np.array_equal(first, second)  # Each pass reshuffles.
 
 
-def test_training_is_seeded(tokenizer, detection_dir):
+def test_training_is_seeded(tokenizer, shapes_detection_data_dir):
     def first(seed):
-        x, y = next(iter(_load(tokenizer, detection_dir, "train", training=True, batch_size=8, seed=seed)[0]))
+        x, y = next(iter(_load(tokenizer, shapes_detection_data_dir, "train", training=True, batch_size=8, seed=seed)[0]))
         return x["images"].numpy(), y["image_id"].numpy()
 
     (images, ids), (images_again, ids_again), (_, other_ids) = first(3), first(3), first(4)
@@ -161,16 +145,16 @@ def test_training_is_seeded(tokenizer, detection_dir):
     assert not np.array_equal(ids, other_ids)
 
 
-def test_query_options(tokenizer, detection_dir):
+def test_query_options(tokenizer, shapes_detection_data_dir):
     # Training on every category labels the unseen objects too.
-    dataset, info = _load(tokenizer, detection_dir, "train", training=True, queries="all", batch_size=8)
+    dataset, info = _load(tokenizer, shapes_detection_data_dir, "train", training=True, queries="all", batch_size=8)
     x, y = next(iter(dataset))
     assert info.query_names == list(SHAPES_CATEGORIES) and x["input_ids"].shape == (8, 48, 16)
     for i, image_id in enumerate(y["image_id"].numpy()):
         assert len(_objects(tokenizer, x, y, i)) == len(_truth(image_id, "train")[1])
     # Evaluating on the seen ones only, or on a few categories: the other objects are left out.
     for categories, unseen, queries in [(SHAPES_CATEGORIES, DEFAULT_UNSEEN, "seen"), (SHAPES_CATEGORIES[:12], (), None)]:
-        dataset, info = _load(tokenizer, detection_dir, categories=categories, unseen=unseen, queries=queries)
+        dataset, info = _load(tokenizer, shapes_detection_data_dir, categories=categories, unseen=unseen, queries=queries)
         kept = [c for c in categories if c not in unseen]
         x, y = next(iter(dataset))
         assert info.query_names == kept and tokenizer.decode(x["input_ids"][0].numpy()) == kept
@@ -259,7 +243,7 @@ def _eos_not_largest(tokenizer, tmp_path):
     return CLIPTokenizer(vocabulary, str(tmp_path / "merges.txt"))
 
 
-def test_bad_input(tokenizer, detection_dir, shapes_data_dir, tmp_path):
+def test_bad_input(tokenizer, shapes_detection_data_dir, shapes_data_dir, tmp_path):
     bad = [
         (dict(unseen=("pink circle",)), r"unseen categories \['pink circle'\] are not in categories"),
         (dict(categories=(*SHAPES_CATEGORIES, "pink circle"), unseen=()),
@@ -276,7 +260,7 @@ def test_bad_input(tokenizer, detection_dir, shapes_data_dir, tmp_path):
     ]
     for options, message in bad:
         with pytest.raises(ValueError, match=message):
-            _load(options.pop("tokenizer", tokenizer), detection_dir, **options)
+            _load(options.pop("tokenizer", tokenizer), shapes_detection_data_dir, **options)
     with pytest.raises(ValueError, match=r"reads the offline 'shapes' dataset.*name='shapes_detection'"):
         load_caption_dataset(tokenizer=tokenizer, name="shapes_detection", data_dir=shapes_data_dir)
     with pytest.raises(ValueError, match="tokenizer=None"):
