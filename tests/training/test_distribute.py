@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import FAST_COMPILE_XLA_FLAGS
+
 from keras_vit.training import distribute
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,14 +129,14 @@ def test_multi_worker_mirrored_two_processes_agree(tmp_path, tf_single_and_mirro
 @pytest.fixture(scope="module")
 def jax_one_device(tmp_path_factory):
     out = tmp_path_factory.mktemp("jax_single")
-    _fit("jax-data", out, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    _fit("jax-data", out, "jax", XLA_FLAGS=f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=1")
     return np.load(out / "jax-data-1.npz")
 
 
 @pytest.mark.slow
 @jax_only
 def test_jax_data_parallel_over_two_host_devices_matches_one_device(tmp_path, jax_one_device):
-    _fit("jax-data", tmp_path, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    _fit("jax-data", tmp_path, "jax", XLA_FLAGS=f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=2")
     parallel = np.load(tmp_path / "jax-data-2.npz")
     assert int(jax_one_device["replicas"]) == 1 and int(parallel["replicas"]) == 2
     np.testing.assert_allclose(parallel["loss"], jax_one_device["loss"], rtol=1e-4)
@@ -145,7 +147,7 @@ def test_jax_data_parallel_over_two_host_devices_matches_one_device(tmp_path, ja
 @pytest.mark.slow
 @jax_only
 def test_jax_model_parallel_shards_qkv_and_matches_one_device(tmp_path, jax_one_device):
-    _fit("jax-model", tmp_path, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    _fit("jax-model", tmp_path, "jax", XLA_FLAGS=f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=2")
     sharded = np.load(tmp_path / "jax-model-2.npz")
     assert str(sharded["qkv_spec"]) == "(None, 'model')"  # column-split over the 2 devices
     assert str(sharded["slot_spec"]) == "(None, 'model')"  # its optimizer slots follow it

@@ -8,6 +8,8 @@ import sys
 import keras
 import pytest
 
+from tests.conftest import FAST_COMPILE_XLA_FLAGS
+
 SCRIPT = """
 import json, os, sys
 backend, data_dir, out = sys.argv[1:4]
@@ -35,7 +37,7 @@ json.dump({"error": error}, open(out + "/result.json", "w"))
 def test_train_splits_the_global_batch_over_two_devices(tmp_path, shapes_data_dir):
     backend = keras.backend.backend()
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "XLA_FLAGS": f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=2"}
     result = subprocess.run([sys.executable, "-c", SCRIPT, backend, shapes_data_dir, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,6 +10,8 @@ import sys
 import keras
 import pytest
 
+from tests.conftest import FAST_COMPILE_XLA_FLAGS
+
 SCRIPT = """
 import json, sys
 import numpy as np
@@ -65,7 +67,7 @@ json.dump(result, open(out, "w"))
 def test_detr_loss_across_devices(tmp_path):
     backend = keras.backend.backend()
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "XLA_FLAGS": f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=2"}
     out = str(tmp_path / "result.json")
     process = subprocess.run([sys.executable, "-c", SCRIPT, backend, out], env=env, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
