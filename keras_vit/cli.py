@@ -16,6 +16,7 @@ _TRAIN_OPTIONS = {
     "steps_per_epoch": "steps_per_epoch", "checkpoint_every": "checkpoint_every", "strategy": "strategy",
     "tpu_address": "tpu_address", "precision": "precision", "min_crop_scale": "min_crop_scale",
     "max_objects": "max_objects", "validation_steps": "validation_steps", "backbone_learning_rate": "backbone_learning_rate",
+    "backbone_weights": "backbone_weights",
     "palette": "palette", "palette_size": "palette_size", "objective": "objective", "remat": "remat", "samples": "samples",
     "pretrain_epochs": "pretrain_epochs", "unseen": "unseen",
 }
@@ -596,6 +597,10 @@ def build_parser():
     train.add_argument("--backbone-learning-rate", type=float, default=None,
                        help="detection: the backbone's learning rate (default: --learning-rate / 10, DETR's, "
                             "for a frozen-BatchNorm backbone; --learning-rate for one trained from scratch, as detr_pico)")
+    train.add_argument("--backbone-weights", default=None, metavar="PATH",
+                       help="detection: start the backbone from a classifier of its architecture, as DETR starts from "
+                            "ImageNet (a run folder of e.g. keras-vit train --model resnet_pico --dataset shapes, a .keras, "
+                            "a timm .safetensors or a transformers folder); its head is dropped")
     train.add_argument("--validation-steps", type=int, default=None,
                        help="detection: cap on the validation batches of each epoch's COCO evaluation")
     train.add_argument("--palette", default=None, metavar="NPY",

@@ -16,7 +16,7 @@ from keras_vit.training.distribute import (
     set_precision,
     vit_layout_map,
 )
-from keras_vit.training.detection import AdamWWithMultipliers, train_detector
+from keras_vit.training.detection import AdamWWithMultipliers, load_backbone_weights, train_detector
 from keras_vit.training.generation import bits_per_dim, train_generator
 from keras_vit.training.open_vocabulary import train_open_vocabulary_detector
 from keras_vit.training.recipes import RECIPES, Recipe, get_recipe, list_recipes
@@ -32,6 +32,7 @@ from keras_vit.training.train import (
 
 __all__ = [
     "AdamWWithMultipliers",
+    "load_backbone_weights",
     "train_detector",
     "train_open_vocabulary_detector",
     "train_generator",

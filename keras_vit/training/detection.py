@@ -63,6 +63,20 @@ def build_detection_optimizer(network, learning_rate, backbone_learning_rate, we
     return optimizer
 
 
+def load_backbone_weights(network, backbone, path):
+    """Fills `network.backbone` (registry architecture `backbone`) from the classifier checkpoint
+    at `path` (see `load_pretrained`), dropping its head; returns what was loaded."""
+    from keras_vit.training.pretrained import load_pretrained
+
+    if not isinstance(backbone, str):
+        raise ValueError(
+            f"backbone_weights needs the backbone as a registry name (such as 'resnet_pico') to read a classifier "
+            f"checkpoint into, got {type(backbone).__name__}. Load the weights into your backbone model before "
+            "passing it, or pass its registry name."
+        )
+    return load_pretrained(network.backbone, backbone, path, option="backbone_weights")
+
+
 def train_detector(
     model="detr_r50",
     dataset="shapes_detection",
@@ -79,6 +93,7 @@ def train_detector(
     lr_drop_fraction=0.8,
     max_objects=None,
     weights=None,
+    backbone_weights=None,
     output_dir="runs/detr_r50_shapes_detection",
     overwrite=False,
     seed=0,
@@ -111,6 +126,10 @@ def train_detector(
         max_objects: boxes per image in the targets (default: the model's queries, at most 100).
         weights: start from a checkpoint (transformers DETR folder, original DETR
             `.safetensors`, `.weights.h5`) of the same architecture and classes.
+        backbone_weights: start the backbone from an image classifier of its registry
+            architecture, as DETR starts from an ImageNet ResNet: a keras-vit run folder or
+            `.keras` (e.g. of `keras-vit train --model resnet_pico --dataset shapes`), a
+            timm `.safetensors` or a transformers folder; its head is dropped.
         output_dir, overwrite, seed, steps_per_epoch, checkpoint_every, strategy,
             tpu_address, precision, verbose: as `train_classifier`.
         validation_steps: cap on the validation batches of each COCO evaluation.
@@ -128,7 +147,7 @@ def train_detector(
         raise ValueError(
             f"{sorted(unused)} are classification options; the detection trainer takes: data_dir, image_size, "
             "max_size, batch_size, epochs, learning_rate, backbone_learning_rate, weight_decay, clip_norm, "
-            "lr_drop_fraction, max_objects, weights, output_dir, overwrite, seed, steps_per_epoch, validation_steps, "
+            "lr_drop_fraction, max_objects, weights, backbone_weights, output_dir, overwrite, seed, steps_per_epoch, validation_steps, "
             "checkpoint_every, strategy, precision, model_kwargs."
         )
     _check_positive(batch_size=batch_size, epochs=epochs, learning_rate=learning_rate)
@@ -136,6 +155,10 @@ def train_detector(
                             max_objects=max_objects, validation_steps=validation_steps)
     if not 0 < lr_drop_fraction <= 1:
         raise ValueError(f"lr_drop_fraction must be in (0, 1], got {lr_drop_fraction}.")
+    if backbone_weights is not None:
+        from keras_vit.training.pretrained import checkpoint_kind
+
+        checkpoint_kind(backbone_weights, "backbone_weights")  # a path that is no checkpoint fails before any data work
     spec = model_info(model)
     if spec.task != "detection":
         raise ValueError(f"{model!r} is a {spec.task} model; train_detector trains detection models ({', '.join(_detectors())}).")
@@ -166,6 +189,10 @@ def train_detector(
     try:
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
             network = create_training_model(model, "model_kwargs", classes=info.num_classes, weights=weights, **model_kwargs)
+            if backbone_weights is not None:
+                loaded = load_backbone_weights(network, model_kwargs.get("backbone", spec.config.get("backbone")), backbone_weights)
+                if verbose:
+                    print(f"Backbone: {loaded}.")
             if backbone_learning_rate is None:
                 backbone_learning_rate = learning_rate / 10 if getattr(network, "freeze_batchnorm", True) else learning_rate
             network.compile(
@@ -197,6 +224,7 @@ def train_detector(
         "lr_drop_fraction": lr_drop_fraction,
         "max_objects": max_objects,
         "weights": None if weights is None else os.fspath(weights),
+        "backbone_weights": None if backbone_weights is None else os.fspath(backbone_weights),
         "seed": seed,
         "backend": keras.backend.backend(),
         "replicas": num_replicas(distribution),
@@ -241,7 +269,7 @@ def train_detector(
 # Settings that must not change between an interrupted run and its resumption.
 _RUN_KEYS = ("model", "dataset", "image_size", "max_size", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
              "backbone_learning_rate", "weight_decay", "clip_norm", "lr_drop_fraction", "max_objects", "weights",
-             "seed", "params")
+             "backbone_weights", "seed", "params")
 
 
 def plot_detection_history(history, path, title=""):

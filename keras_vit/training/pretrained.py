@@ -24,8 +24,9 @@ from keras_vit.layers.position_bias import resize_bias_table
 HEAD = "head"
 
 
-def checkpoint_kind(path):
-    """"transformers", "timm", "keras" (a .keras file or run folder) or "keras_weights"; ValueError otherwise."""
+def checkpoint_kind(path, option="--weights"):
+    """"transformers", "timm", "keras" (a .keras file or run folder) or "keras_weights"; ValueError
+    otherwise, naming the `option` that gave the path."""
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "config.json")):
@@ -40,14 +41,14 @@ def checkpoint_kind(path):
         if path.endswith(".keras"):
             return "keras"
     elif not os.path.exists(path):
-        raise ValueError(f"--weights {path!r}: no such file or folder.")
+        raise ValueError(f"{option} {path!r}: no such file or folder.")
     raise ValueError(
-        f"--weights {path!r} is not a checkpoint keras-vit reads. Pass a transformers save_pretrained folder "
+        f"{option} {path!r} is not a checkpoint keras-vit reads. Pass a transformers save_pretrained folder "
         "(with config.json), a timm .safetensors file, a keras-vit run folder or .keras file, or a .weights.h5 file."
     )
 
 
-def load_pretrained(network, model_name, path, keep_head=False, class_names=None):
+def load_pretrained(network, model_name, path, keep_head=False, class_names=None, option="--weights"):
     """Fills `network` (built from registry `model_name`) from the checkpoint at `path`.
 
     Args:
@@ -57,10 +58,11 @@ def load_pretrained(network, model_name, path, keep_head=False, class_names=None
         keep_head: also copy the checkpoint's head (same classes needed).
         class_names: the dataset's classes; with `keep_head` they must equal the
             checkpoint's when it records them (a keras-vit model does).
+        option: what gave `path`, for error messages ("--weights", "backbone_weights").
 
     Returns a short description of what was loaded.
     """
-    kind = checkpoint_kind(path)
+    kind = checkpoint_kind(path, option)
     classes = network.output_shape[-1]
     input_shape = tuple(network.input_shape[1:])
     if kind == "keras":

@@ -4,24 +4,34 @@ backend in tests/applications/detr; this is the plumbing, so it runs once)."""
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_vit
 from keras_vit import cli
 from keras_vit.data.shapes_detection import render_detection_example
-from keras_vit.training import train, train_detector
+from keras_vit.training import load_backbone_weights, train, train_detector
 
 pytestmark = pytest.mark.backend_agnostic
 
 
 @pytest.fixture(scope="module")
-def detector_run(shapes_detection_data_dir, tmp_path_factory):
+def backbone_classifier(tmp_path_factory):
+    """A resnet_pico classifier saved as .keras: the backbone checkpoint the detector run starts from."""
+    path = str(tmp_path_factory.mktemp("backbone") / "resnet_pico.keras")
+    keras_vit.create_model("resnet_pico", classes=6).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_run(shapes_detection_data_dir, backbone_classifier, tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("detect") / "run")
     code = cli.main([
         "train", "--model", "detr_pico", "--dataset", "shapes_detection/small", "--data-dir", shapes_detection_data_dir,
         "--epochs", "2", "--steps-per-epoch", "2", "--validation-steps", "1", "--batch-size", "4",
-        "--output-dir", output_dir,
+        "--backbone-weights", backbone_classifier, "--output-dir", output_dir,
     ])
     assert code in (0, None)
     return output_dir
@@ -36,7 +46,23 @@ def test_train_writes_the_artifacts_with_map_per_epoch(detector_run):
     assert summary["task"] == "detection" and summary["classes"][:2] == ["circle", "square"]
     # detr_pico's backbone trains from scratch (BatchNorm learns), so it trains at the transformer's rate.
     assert summary["backbone_learning_rate"] == summary["learning_rate"] == 1e-4
+    assert summary["backbone_weights"].endswith("resnet_pico.keras")
     assert not os.path.exists(os.path.join(detector_run, "checkpoint"))
+
+
+def test_backbone_weights_come_from_a_classifier_of_the_backbone_architecture(backbone_classifier, tmp_path):
+    classifier = {variable.path: variable.numpy() for variable in keras.saving.load_model(backbone_classifier).weights}
+    detector = keras_vit.create_model("detr_pico", classes=6)
+    loaded = load_backbone_weights(detector, "resnet_pico", backbone_classifier)
+    assert loaded.startswith(f"{len(detector.backbone.weights)} weights") and "new head" in loaded
+    for variable in detector.backbone.weights:
+        np.testing.assert_array_equal(variable.numpy(), classifier[variable.path])
+    other = str(tmp_path / "vit.keras")
+    keras_vit.create_model("vit_pico8", classes=6).save(other)
+    with pytest.raises(ValueError, match="does not fit model"):
+        load_backbone_weights(detector, "resnet_pico", other)
+    with pytest.raises(ValueError, match="as a registry name"):
+        load_backbone_weights(detector, detector.backbone, backbone_classifier)
 
 
 def test_evaluate_prints_and_writes_coco_map(detector_run, shapes_detection_data_dir, capsys):
@@ -72,6 +98,8 @@ def test_detect_refuses_a_classifier_and_train_refuses_classification_options(sh
         train_detector("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, max_objects=30)
     with pytest.raises(ValueError, match="is a classification model"):
         train_detector("vit_pico8", "shapes_detection/small", data_dir=shapes_detection_data_dir)
+    with pytest.raises(ValueError, match="backbone_weights '/no/such/run': no such file"):
+        train_detector("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, backbone_weights="/no/such/run")
 
 
 def test_info_measures_a_detector(capsys):
