@@ -7,6 +7,7 @@ own with `register_trainer`.
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -115,7 +116,14 @@ def train(model="vit_pico8", dataset="shapes", **options):
             f"{model!r} is a {task} model, and keras-vit has no trainer for {task} yet; "
             f"trainers exist for: {', '.join(sorted(_TRAINERS))}."
         )
-    return _TRAINERS[task](model, dataset, **options)
+    trainer = _TRAINERS[task]
+    parameters = inspect.signature(trainer).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(options) - set(parameters))
+        if unknown:
+            taken = ", ".join(name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+            raise ValueError(f"{unknown} are not options of {task} training ({model!r}); {trainer.__name__} takes: {taken}.")
+    return trainer(model, dataset, **options)
 
 
 def train_classifier(

@@ -98,6 +98,8 @@ def test_detect_refuses_a_classifier_and_train_refuses_classification_options(sh
         train_detector("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, max_objects=30)
     with pytest.raises(ValueError, match="is a classification model"):
         train_detector("vit_pico8", "shapes_detection/small", data_dir=shapes_detection_data_dir)
+    with pytest.raises(ValueError, match=r"\['backbone_weights', 'max_objects'\] are not options of classification training"):
+        train("vit_pico8", "shapes", backbone_weights="run", max_objects=5)
     with pytest.raises(ValueError, match="backbone_weights '/no/such/run': no such file"):
         train_detector("detr_pico", "shapes_detection/small", data_dir=shapes_detection_data_dir, backbone_weights="/no/such/run")
 
