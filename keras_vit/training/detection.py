@@ -15,6 +15,7 @@ from keras_vit.applications.saving import ClassifierMetadata, save_classifier
 from keras_vit.training.callbacks import optimizer_steps
 from keras_vit.training.distribute import check_global_batch, compile_options, num_replicas, select_distribution, set_precision
 from keras_vit.training.run_folder import LOCK_FILE, RunFolder
+from keras_vit.training.pretrained import checkpoint_kind, load_pretrained
 from keras_vit.training.train import (
     GENERIC_NO_WEIGHT_DECAY,
     TrainResult,
@@ -66,8 +67,6 @@ def build_detection_optimizer(network, learning_rate, backbone_learning_rate, we
 def load_backbone_weights(network, backbone, path):
     """Fills `network.backbone` (registry architecture `backbone`) from the classifier checkpoint
     at `path` (see `load_pretrained`), dropping its head; returns what was loaded."""
-    from keras_vit.training.pretrained import load_pretrained
-
     if not isinstance(backbone, str):
         raise ValueError(
             f"backbone_weights needs the backbone as a registry name (such as 'resnet_pico') to read a classifier "
@@ -156,8 +155,6 @@ def train_detector(
     if not 0 < lr_drop_fraction <= 1:
         raise ValueError(f"lr_drop_fraction must be in (0, 1], got {lr_drop_fraction}.")
     if backbone_weights is not None:
-        from keras_vit.training.pretrained import checkpoint_kind
-
         checkpoint_kind(backbone_weights, "backbone_weights")  # a path that is no checkpoint fails before any data work
     spec = model_info(model)
     if spec.task != "detection":
