@@ -88,7 +88,9 @@ class TransformerBlock(keras.layers.Layer):
         policy = self.dtype_policy
         self.given_attention = attention is not None
         if isinstance(attention, dict):  # from get_config
-            attention = keras.saving.deserialize_keras_object(attention)
+            # Left unbuilt: `build` builds it inside this block's name scope, so a loaded model's
+            # variable paths ("block0/attention/qkv/kernel") are those of a freshly built one.
+            attention = keras.saving.deserialize_keras_object({k: v for k, v in attention.items() if k != "build_config"})
         self.attention = attention or MultiHeadSelfAttention(
             num_heads,
             qkv_bias=qkv_bias,
@@ -113,7 +115,7 @@ class TransformerBlock(keras.layers.Layer):
             name="mlp",
         )
         self.norm1.build(input_shape)
-        if not self.attention.built:  # a deserialized attention layer arrives built
+        if not self.attention.built:  # a layer passed in may arrive built
             self.attention.build(input_shape)
         self.norm2.build(input_shape)
         self.mlp.build(input_shape)

@@ -88,6 +88,8 @@ def test_transformer_block_composes_the_attention_it_is_given():
     restored = TransformerBlock.from_config(composed.get_config())
     assert isinstance(restored.attention, WindowAttention) and restored.attention.shift_size == 1
     restored(x)
+    # the restored attention is built inside the block's name scope, as a new one is (loading by path works)
+    assert [v.path for v in restored.weights] == [v.path for v in composed.weights]
     restored.set_weights(composed.get_weights())
     np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(composed(x)), atol=1e-6)
     with pytest.raises(ValueError, match="exactly one of mlp_dim and mlp_ratio"):
