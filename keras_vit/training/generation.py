@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.applications.registry import model_info
-from keras_vit.applications.saving import ClassifierMetadata, save_classifier
+from keras_vit.applications.saving import ClassifierMetadata, load_classifier, read_metadata, save_classifier
 from keras_vit.training.callbacks import optimizer_steps
 from keras_vit.training.distribute import check_global_batch, compile_options, num_replicas, select_distribution, set_precision
+from keras_vit.training.pretrained import checkpoint_kind, transfer_weights
 from keras_vit.training.run_folder import LOCK_FILE, RunFolder
 from keras_vit.training.train import (
     TrainResult,
@@ -91,7 +92,10 @@ def train_generator(
         batch_size, epochs, learning_rate, weight_decay, warmup_epochs, clip_norm: AdamW
             (beta_2 0.95 as GPT-2 and iGPT) with linear warmup and cosine decay.
         remat: recompute block activations in the backward pass (long sequences).
-        weights: start from a checkpoint of the same architecture.
+        weights: start from a checkpoint of the same architecture: a keras-vit run folder or
+            `.keras` file (its palette is used unless `palette` is given, which must then
+            equal it), a transformers ImageGPT folder (with its palette when it has one) or
+            a `.weights.h5` file. Every weight is loaded, the head included.
         output_dir, overwrite, seed, steps_per_epoch, validation_steps, checkpoint_every,
             strategy, tpu_address, precision, verbose: as `train_classifier`.
         samples: images in each row of samples.png (0: no grid).
@@ -124,8 +128,11 @@ def train_generator(
     image_size = image_size or spec.default_size
     model_kwargs = dict(model_kwargs or {})
 
+    start_kind, start_palette = _checkpoint_palette(weights) if weights is not None else (None, None)
     if palette is not None:
         colors = load_palette(palette)
+    elif start_palette is not None:
+        colors = start_palette
     else:
         colors = fit_dataset_palette(
             dataset, "train", image_size=image_size, clusters=palette_size or model_kwargs.get("palette_size", 512),
@@ -133,6 +140,11 @@ def train_generator(
         )
     if palette_size is not None and palette_size != len(colors):
         raise ValueError(f"palette_size={palette_size} but the palette {palette!r} has {len(colors)} colors: drop one of the two.")
+    if start_palette is not None and (colors.shape != start_palette.shape or not np.allclose(colors, start_palette, atol=1e-6)):
+        raise ValueError(
+            f"palette={palette!r} is not the palette {weights!r} was trained with, so its tokens would name other "
+            "colors. Drop the palette to train on the checkpoint's."
+        )
     data = dict(dataset=dataset, data_dir=data_dir, image_size=image_size, palette=colors, batch_size=batch_size,
                 objective=objective, mask_rate=mask_rate)
     val_data, val_info = load_pixel_dataset(split="validation", shuffle=False, seed=seed, **data)
@@ -156,8 +168,11 @@ def train_generator(
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
             network = create_training_model(
                 model, "model_kwargs", image_size=image_size, palette_size=len(colors), objective=objective,
-                remat=remat, weights=weights, **model_kwargs,
+                remat=remat, weights=None if start_kind == "keras" else weights, **model_kwargs,
             )
+            if start_kind == "keras":
+                transfer_weights(load_classifier(weights, metadata_required=False)[0], network, include_head=True,
+                                 source_name=weights)
             network.compile(
                 optimizer=build_optimizer(
                     learning_rate, weight_decay, total_steps, round(warmup_epochs * steps), clip_norm, model=network,
@@ -236,6 +251,29 @@ def train_generator(
 _RUN_KEYS = ("model", "dataset", "image_size", "palette_size", "palette", "objective", "mask_rate", "epochs",
              "steps_per_epoch", "batch_size", "learning_rate", "weight_decay", "warmup_epochs", "clip_norm", "weights",
              "seed", "params")
+
+
+def _checkpoint_palette(weights):
+    """`(kind, palette)` of the checkpoint a run starts from (`checkpoint_kind`); the palette is
+    None when the checkpoint records none (a `.weights.h5` file, a transformers folder without
+    `preprocessor_config.json`)."""
+    from keras_vit.applications.igpt.convert import read_palette
+
+    kind = checkpoint_kind(weights, "weights")
+    if kind == "transformers":
+        return kind, read_palette(weights)
+    if kind != "keras":
+        return kind, None
+    try:
+        metadata = read_metadata(weights)
+    except ValueError:
+        return kind, None
+    if metadata.task != "generation":
+        raise ValueError(
+            f"weights={os.fspath(weights)!r} is a {metadata.task} model; a generative run starts from a generative "
+            "checkpoint (a keras-vit igpt run folder or .keras file, or a transformers ImageGPT folder)."
+        )
+    return kind, np.asarray(metadata.palette, "float32")
 
 
 def _save_npy(path, array):

@@ -8,9 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from keras_vit.applications.saving import load_classifier
+from keras_vit import create_model
+from keras_vit.applications.saving import ClassifierMetadata, load_classifier, save_classifier
 from keras_vit.data.palette import save_palette
 from keras_vit.training import train, train_generator
+from tests.conftest import to_numpy
 
 TINY = dict(depth=1, hidden_dim=16, num_heads=2)
 
@@ -54,6 +56,24 @@ def test_masked_objective_trains_on_masked_pixels_only(shapes_data_dir, tmp_path
     assert not result.model.get_layer("block0").attention.causal
     assert np.isfinite(result.history["loss"]).all()
     assert not os.path.exists(os.path.join(result.output_dir, "samples.png"))  # a masked model does not sample
+
+
+def test_a_run_starts_from_a_finished_run_with_its_palette(shapes_data_dir, tmp_path):
+    first = _train(shapes_data_dir, str(tmp_path / "first"), samples=0)
+    # A rate of 1e-9 moves no weight measurably: the second run's model is the first run's.
+    second = _train(shapes_data_dir, str(tmp_path / "second"), weights=first.output_dir, learning_rate=1e-9,
+                    palette_examples=8, samples=0)
+    for before, after in zip(first.model.weights, second.model.weights):
+        np.testing.assert_allclose(to_numpy(after), to_numpy(before), atol=1e-6, err_msg=before.path)
+    np.testing.assert_array_equal(np.load(str(tmp_path / "second" / "palette.npy")),
+                                  np.load(str(tmp_path / "first" / "palette.npy")))
+    other = save_palette(str(tmp_path / "other.npy"), np.linspace(-1, 1, 24, dtype="float32").reshape(8, 3))
+    with pytest.raises(ValueError, match="is not the palette .* was trained with"):
+        _train(shapes_data_dir, str(tmp_path / "third"), weights=first.output_dir, palette=other)
+    classifier = create_model("vit_pico8", input_shape=(32, 32, 3), classes=2)
+    save_classifier(classifier, str(tmp_path / "vit.keras"), ClassifierMetadata(class_names=["a", "b"], image_size=32))
+    with pytest.raises(ValueError, match="is a classification model; a generative run starts from a generative"):
+        _train(shapes_data_dir, str(tmp_path / "fourth"), weights=str(tmp_path / "vit.keras"))
 
 
 @pytest.mark.backend_agnostic
