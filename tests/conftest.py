@@ -42,6 +42,19 @@ def _seed_and_reset():
     keras.backend.clear_session()
 
 
+def build_shapes_only(name, **kwargs):
+    """`keras_vit.create_model(name, **kwargs)` whose variables have shapes but no values, for tests
+    of full-size models that count parameters or inspect the layer graph. Inside a StatelessScope
+    Keras defers each variable's initialization, which is most of a build's time (igpt_m: 0.7 s
+    instead of 9.7 s); clear_session then drops the deferred initializers, so nothing runs them."""
+    import keras_vit
+
+    with keras.StatelessScope(initialize_variables=False):
+        model = keras_vit.create_model(name, **kwargs)
+    keras.backend.clear_session()
+    return model
+
+
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
