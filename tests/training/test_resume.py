@@ -60,6 +60,8 @@ def _train_command(data_dir, output_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_agnostic  # the process kill and the command-line resume are backend-independent; every leg
+# resumes mid-epoch in process and checks the weights equal an uninterrupted run's (test_run_folder)
 def test_run_killed_mid_epoch_resumes_with_the_same_command(tmp_path, shapes_data_dir):
     """SIGKILL after the first step checkpoint; the same command finishes 3 epochs = 24 optimizer steps."""
     output_dir = str(tmp_path / "run")

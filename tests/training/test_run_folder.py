@@ -193,8 +193,8 @@ def test_each_epoch_is_rebuilt_alike_and_epochs_differ(shapes_data_dir):
     assert not np.array_equal(first_labels(epoch_data(0)), first_labels(epoch_1))
 
 
-@pytest.mark.backend_agnostic  # the epoch data and resume bookkeeping are the same Python on every backend;
-# the backend-specific parts (per-epoch fit, the EMA swap, checkpoint restore) run in every leg below and in test_resume
+# Every leg: the resumed optimizer state and data position are backend-specific (test_resume kills a real
+# process once, in the torch leg).
 def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, shapes_data_dir, monkeypatch):
     """Interrupted in epoch 2 after its first step checkpoint: the resumed run trains on the batches epoch 2 had
     left (not epoch 1's order again), so its weights equal those of a run that was never interrupted."""
