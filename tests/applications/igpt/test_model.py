@@ -27,7 +27,7 @@ TINY = dict(hidden_dim=32, depth=2, num_heads=4, palette_size=16, image_size=8)
 
 
 @pytest.mark.backend_agnostic  # a parameter count is the same on every backend
-@pytest.mark.slow  # igpt_l: 1.36 B float32 parameters, 5.5 GB, about 20 s to build on CPU
+@pytest.mark.slow  # full-size builds (shapes only, no weight values: igpt_l would be 5.5 GB)
 @pytest.mark.parametrize("name, use_bias", sorted(PARAMS))
 def test_parameter_counts_match_reference(name, use_bias):
     assert build_shapes_only(name, use_bias=use_bias).count_params() == PARAMS[(name, use_bias)]
