@@ -433,7 +433,7 @@ def _tfds_source(name, split, data_dir, training, seed, label_features=("label",
         split=split,
         shuffle_files=training and not builder.info.disable_shuffling,
         decoders=decoders,
-        read_config=tfds.ReadConfig(shuffle_seed=seed),
+        read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),  # as pipeline.py
     )
 
     def load(record):

@@ -403,7 +403,8 @@ def _caption_source(name, split, data_dir):
         return {"image": pipeline._decode(record["image"]), "label": detection._combined_label(record, classes)}
 
     return detection._Source(
-        records=builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()}),
+        records=builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()},
+                                   read_config=tfds.ReadConfig(try_autocache=False)),  # as pipeline.py
         load=load,
         class_names=list(SHAPES_CATEGORIES),
         num_examples=builder.info.splits[split].num_examples,

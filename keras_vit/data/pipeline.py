@@ -412,7 +412,9 @@ def _tfds_source(name, split, data_dir, training, seed):
             as_supervised=True,
             shuffle_files=shuffle_files,
             decoders=decoders,
-            read_config=tfds.ReadConfig(shuffle_seed=file_seed),
+            # No TFDS auto-cache of small splits: validation often reads only its first
+            # batches, and a partly read cache is thrown away with a warning every epoch.
+            read_config=tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False),
         )
 
     return _Source(
